@@ -464,16 +464,21 @@ def _is_advanced(index) -> bool:
 
 def _toposort(root: Tensor) -> list[Tensor]:
     """Nodes that need a gradient, each after all of its parents (iterative DFS)."""
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    # A node is marked seen when it is expanded, not when it is pushed: marking at push time let a
+    # node reached first as a direct parent be emitted before another of its consumers (e.g. in
+    # a + 2*a the leaf `a` came out before `2*a`, so the 2*a contribution was dropped).
+    order, seen, stack = [], set(), [(root, False)]
     while stack:
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
             continue
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         stack.append((node, True))
         for p in node._parents:
             if p.requires_grad and id(p) not in seen:
-                seen.add(id(p))
                 stack.append((p, False))
     return order
 

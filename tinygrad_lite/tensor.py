@@ -226,7 +226,11 @@ class Tensor:
             ga = unbroadcast(np.matmul(g, np.swapaxes(B, -1, -2)), A.shape).reshape(a.shape) \
                 if a.requires_grad else None
             if b.requires_grad:
-                if A.ndim > 2 and B.ndim == 2:  # fold batch axes into one GEMM: (N, k)^T (N, n)
+                if B.ndim == 2 and not B.flags.c_contiguous and B.T.flags.c_contiguous:
+                    # B is a transposed view (a tied LM head: x @ W.T): build dB^T = G^T A in W's
+                    # own layout so the transpose's backward hands W a contiguous gradient
+                    gb = np.matmul(g.reshape(-1, g.shape[-1]).T, A.reshape(-1, A.shape[-1])).T
+                elif A.ndim > 2 and B.ndim == 2:  # fold batch axes into one GEMM: (N, k)^T (N, n)
                     gb = np.matmul(A.reshape(-1, A.shape[-1]).T, g.reshape(-1, g.shape[-1]))
                 else:
                     gb = unbroadcast(np.matmul(np.swapaxes(A, -1, -2), g), B.shape)
@@ -487,7 +491,7 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
     # grads[id(node)] = [array, owned]: `owned` means no other node sees this array, so
     # later contributions may be added into it in place instead of allocating anew.
     grads: dict[int, list] = {id(root): [grad, False]}
-    handed = {id(grad)}  # arrays already passed around: never modify them in place
+    handed = {id(_root(grad))}  # memory already passed around: never modify it in place
     for node in reversed(_toposort(root)):
         entry = grads.pop(id(node), None)
         if entry is None:
@@ -504,7 +508,7 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             continue
         if node._retain:
             _accumulate_leaf(node, g, False)
-        handed.add(id(g))
+        handed.add(id(_root(g)))
         if _state.anomaly:
             parent_grads = _state.run_backward_checked(node, g)
         else:
@@ -512,8 +516,9 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         for p, pg in zip(node._parents, parent_grads):
             if pg is None or not p.requires_grad:
                 continue
-            owned = pg.base is None and id(pg) not in handed and pg is not g
-            handed.add(id(pg))
+            root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
+            owned = id(root) not in handed and pg.flags.writeable
+            handed.add(id(root))
             slot = grads.get(id(p))
             if slot is None:
                 grads[id(p)] = [pg, owned]
@@ -523,6 +528,13 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
                 grads[id(p)] = [slot[0] + pg, True]
         if not retain_graph:  # release the saved activations as soon as they are used
             node._backward, node._parents, node._freed = None, (), True
+
+
+def _root(a: np.ndarray) -> np.ndarray:
+    """The array that owns `a`'s memory (`a` itself unless it is a view)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:

@@ -117,6 +117,21 @@ class Tensor:
     def detach(self) -> "Tensor":
         return Tensor(self.data, dtype=self.data.dtype)
 
+    def register_hook(self, fn: Callable) -> "_state.RemovableHandle":
+        """Call `fn(grad: Tensor)` when this tensor's gradient is computed; a returned value replaces it."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+        return _state.RemovableHandle(self._hooks, fn)
+
+    def retain_grad(self) -> None:
+        """Keep `.grad` on this non-leaf tensor after backward (leaves always keep theirs)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad on a tensor that does not require grad")
+        self._retain = True
+
     def __len__(self) -> int:
         return len(self.data)
 

@@ -528,11 +528,14 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             parent_grads = _state.run_backward_checked(node, g)
         else:
             parent_grads = node._backward(g)
+        # memory returned to more than one parent (e.g. `t = g * s; return t, t`) is not owned by
+        # either: adding into it in place for one parent would corrupt the other's gradient
+        roots = [id(_root(pg)) for pg in parent_grads if pg is not None]
         for p, pg in zip(node._parents, parent_grads):
             if pg is None or not p.requires_grad:
                 continue
             root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
-            owned = id(root) not in handed and pg.flags.writeable
+            owned = id(root) not in handed and roots.count(id(root)) == 1 and pg.flags.writeable
             handed.add(id(root))
             slot = grads.get(id(p))
             if slot is None:

@@ -234,10 +234,12 @@ class Tensor:
         out = np.matmul(a.data, b.data)
         def backward(g):  # C = A B: dA = G B^T, dB = A^T G (summed over broadcast batch axes)
             A, B = a.data, b.data
-            if A.ndim == 1:  # treat vectors as a row (A) / column (B) matrix, as NumPy does
-                A, g = A[None, :], np.expand_dims(g, -2)
+            # treat vectors as a column (B) / row (A) matrix, as NumPy does. B first: for 1-D @ 1-D
+            # g is 0-d, and expand_dims(g, -2) on it raised AxisError when A was handled first
             if B.ndim == 1:
                 B, g = B[:, None], g[..., None]
+            if A.ndim == 1:
+                A, g = A[None, :], np.expand_dims(g, -2)
             ga = unbroadcast(np.matmul(g, np.swapaxes(B, -1, -2)), A.shape).reshape(a.shape) \
                 if a.requires_grad else None
             if b.requires_grad:

@@ -377,6 +377,7 @@ class Tensor:
     @staticmethod
     def cat(tensors: Sequence["Tensor"], axis: int = 0) -> "Tensor":
         tensors = list(tensors)
+        _check_same_float_dtype("cat", tensors)
         data = [t.data for t in tensors]
         try:
             out = np.concatenate(data, axis=axis)
@@ -391,6 +392,7 @@ class Tensor:
     @staticmethod
     def stack(tensors: Sequence["Tensor"], axis: int = 0) -> "Tensor":
         tensors = list(tensors)
+        _check_same_float_dtype("stack", tensors)
         try:
             out = np.stack([t.data for t in tensors], axis=axis)
         except ValueError:
@@ -454,6 +456,14 @@ def _binop(ufunc, a: Tensor, b: Tensor) -> np.ndarray:
         return ufunc(a.data, b.data)
     except ValueError:
         raise ValueError(f"{ufunc.__name__}: shapes {a.shape} and {b.shape} do not broadcast") from None
+
+
+def _check_same_float_dtype(op: str, tensors: list) -> None:
+    # np.concatenate / np.stack promote float32 + float64 to float64 silently; the policy is to refuse
+    dtypes = [t.dtype for t in tensors if t.dtype.kind == "f"]
+    if len(set(dtypes)) > 1:
+        raise TypeError(f"{op}: mixed float dtypes {[str(d) for d in dtypes]}; tinygrad_lite never promotes "
+                        f"silently, cast explicitly")
 
 
 def _check_matmul(sa: tuple, sb: tuple) -> None:

@@ -1,0 +1,219 @@
+"""Time one full training step (forward, cross-entropy, backward, AdamW, zero_grad), side by side
+with PyTorch eager on a model of exactly the same shapes and weights, when torch is installed.
+
+    python benchmarks/bench_step.py                 # all configs
+    python benchmarks/bench_step.py --config gpt2 --runs 7
+
+Steps are interleaved A/B (ours, torch, ours, torch, ...) so that load on a shared machine hits both
+alike; the medians and their ratio are printed. Also: model FLOP utilisation against a measured
+NumPy float32 GEMM peak, and the peak RSS of each side, measured in a fresh process each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import tinygrad_lite.functional as F  # noqa: E402
+import tinygrad_lite.optim as optim  # noqa: E402
+from gpt import GPT, GPTConfig  # noqa: E402
+
+CONFIGS = {  # name -> (GPTConfig overrides, batch, seq)
+    "gpt2": (dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768), 4, 128),
+    "char": (dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12, 64),
+    "tiny": (dict(vocab_size=256, block_size=256, n_layer=4, n_head=4, n_embd=128), 8, 128),
+}
+
+
+def make_batch(cfg: GPTConfig, B: int, T: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, cfg.vocab_size, (B, T)), rng.integers(0, cfg.vocab_size, (B, T))
+
+
+# ------------------------------------------------------------------ ours
+class Ours:
+    def __init__(self, cfg: GPTConfig, seed: int = 0):
+        self.model = GPT(cfg, seed=seed)
+        self.opt = optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
+
+    def step(self, x, y) -> float:
+        loss = F.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        return loss.item()
+
+
+# ------------------------------------------------------------------ PyTorch, the same model
+def torch_model(ours: GPT, cfg: GPTConfig):
+    """A plain PyTorch GPT-2 of the same shapes, holding copies of our weights (Linear as x @ W)."""
+    import torch
+    import torch.nn.functional as TF
+
+    sd = {k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()}
+
+    class TorchGPT(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.ParameterDict({k.replace(".", "_"): torch.nn.Parameter(v)
+                                             for k, v in sd.items() if k != "lm_head.weight"})
+
+        def w(self, name):
+            return self.p[name.replace(".", "_")]
+
+        def forward(self, idx):
+            B, T = idx.shape
+            C, H = cfg.n_embd, cfg.n_head
+            x = self.w("transformer.wte.weight")[idx] + self.w("transformer.wpe.weight")[:T]
+            for i in range(cfg.n_layer):
+                h = f"transformer.h.{i}."
+                a = TF.layer_norm(x, (C,), self.w(h + "ln_1.weight"), self.w(h + "ln_1.bias"), cfg.layer_norm_eps)
+                qkv = a @ self.w(h + "attn.c_attn.weight") + self.w(h + "attn.c_attn.bias")
+                q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
+                att = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+                att = att.transpose(1, 2).reshape(B, T, C)
+                x = x + att @ self.w(h + "attn.c_proj.weight") + self.w(h + "attn.c_proj.bias")
+                m = TF.layer_norm(x, (C,), self.w(h + "ln_2.weight"), self.w(h + "ln_2.bias"), cfg.layer_norm_eps)
+                m = TF.gelu(m @ self.w(h + "mlp.c_fc.weight") + self.w(h + "mlp.c_fc.bias"), approximate="tanh")
+                x = x + m @ self.w(h + "mlp.c_proj.weight") + self.w(h + "mlp.c_proj.bias")
+            x = TF.layer_norm(x, (C,), self.w("transformer.ln_f.weight"), self.w("transformer.ln_f.bias"),
+                              cfg.layer_norm_eps)
+            return x @ self.w("transformer.wte.weight").T
+
+    return TorchGPT()
+
+
+class Torch:
+    def __init__(self, cfg: GPTConfig, seed: int = 0, ours: GPT | None = None):
+        import torch
+        self.torch = torch
+        self.model = torch_model(ours or GPT(cfg, seed=seed), cfg)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
+
+    def step(self, x, y) -> float:
+        torch = self.torch
+        logits = self.model(torch.from_numpy(x))
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), torch.from_numpy(y).view(-1))
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+
+# ------------------------------------------------------------------ measurements
+def sgemm_peak(n: int = 2048, reps: int = 5) -> float:
+    """Best NumPy float32 GEMM throughput in GFLOP/s."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(reps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_flops(cfg: GPTConfig, B: int, T: int) -> float:
+    """Model FLOPs of one training step: 6 per parameter per token (forward 2, backward 4), the
+    LM head included, plus attention's 12 * n_layer * T * C per token (PaLM's accounting)."""
+    C, L = cfg.n_embd, cfg.n_layer
+    n_matmul = L * 12 * C * C + cfg.vocab_size * C
+    return B * T * (6 * n_matmul + 12 * L * T * C)
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def peak_rss_mb(side: str, name: str, steps: int = 3) -> float:
+    """Peak resident memory of `steps` training steps of one side, in a fresh interpreter."""
+    out = subprocess.run([sys.executable, __file__, "--rss-child", side, "--config", name, "--steps", str(steps)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def rss_child(side: str, name: str, steps: int) -> None:
+    overrides, B, T = CONFIGS[name]
+    cfg = GPTConfig(**overrides)
+    x, y = make_batch(cfg, B, T)
+    runner = Ours(cfg) if side == "ours" else Torch(cfg)
+    for _ in range(steps):
+        runner.step(x, y)
+    print(json.dumps({"peak_rss_mb": _vm_hwm_mb()}))
+
+
+def _vm_hwm_mb() -> float:
+    """Peak RSS of this process image. (ru_maxrss would also count the parent's RSS at fork time.)"""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, rss: bool) -> None:
+    overrides, B, T = CONFIGS[name]
+    cfg = GPTConfig(**overrides)
+    x, y = make_batch(cfg, B, T)
+    ours = Ours(cfg)
+    sides = {"ours": ours}
+    if have_torch:
+        sides["torch"] = Torch(cfg, ours=ours.model)
+        l_ours, l_torch = ours.step(x, y), sides["torch"].step(x, y)  # same weights -> same first loss
+        assert abs(l_ours - l_torch) < 1e-3 * max(1.0, abs(l_torch)), (l_ours, l_torch)
+        warmup = max(warmup - 1, 0)
+    for _ in range(warmup):
+        for s in sides.values():
+            s.step(x, y)
+    times = {k: [] for k in sides}
+    for _ in range(runs):
+        for k, s in sides.items():
+            times[k].append(_timed(lambda: s.step(x, y)))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    flops = step_flops(cfg, B, T)
+    print(f"\n== {name}: n_layer={cfg.n_layer} n_embd={cfg.n_embd} vocab={cfg.vocab_size}  B={B} T={T}  "
+          f"({ours.model.num_parameters():,} params, {flops / 1e9:.1f} GFLOP/step)")
+    for k, m in med.items():
+        spread = f"min {min(times[k]) * 1e3:.1f} max {max(times[k]) * 1e3:.1f}"
+        print(f"  {k:6s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}")
+    if have_torch:
+        print(f"  ratio ours/torch: {med['ours'] / med['torch']:.3f}x")
+    if rss:
+        mem = {k: peak_rss_mb(k, name) for k in sides}
+        line = "  peak RSS: " + "  ".join(f"{k} {v:,.0f} MB" for k, v in mem.items())
+        if have_torch:
+            line += f"   ratio {mem['ours'] / mem['torch']:.3f}x"
+        print(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=list(CONFIGS), action="append", help="config(s) to run (default: all)")
+    ap.add_argument("--runs", type=int, default=7, help="timed steps per side (default 7)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first (default 2)")
+    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocess measurement")
+    ap.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child, args.config[0], args.steps)
+    try:
+        import torch
+        have_torch = True
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    except ImportError:
+        have_torch = False
+        print("torch not installed: timing this project only (pip install torch==2.13.0 for the A/B)")
+    peak = sgemm_peak()
+    print(f"NumPy {np.__version__} float32 GEMM peak: {peak:.0f} GFLOP/s")
+    for name in args.config or list(CONFIGS):
+        bench(name, args.runs, args.warmup, have_torch, peak, not args.no_rss)
+
+
+if __name__ == "__main__":
+    main()

@@ -283,3 +283,10 @@ class GPT(nn.Module):
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout."""
         from .checkpoint import save_pretrained
         save_pretrained(self, path)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> np.ndarray:
+        """Continue idx (B, T) by max_new_tokens tokens -> int64 (B, T + max_new_tokens); see gpt.generate."""
+        from .generate import generate
+        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,16 +34,24 @@ _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")  # HF's causal-mask 
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file in path's folder, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Call write(tmp_path) on a temp file in path's folder, then rename it over `path`.
+
+    The file gets the usual permissions (0666 minus the umask), although safetensors writes 0600."""
+    tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def save_pretrained(model, path) -> None:

@@ -183,3 +183,12 @@ def test_transformers_saved_model_loads_here(tmp_path, hf, tie):
     ours = GPT.from_pretrained(tmp_path)
     assert ours.config.tie_weights == tie and ours.config.n_layer == 2
     np.testing.assert_allclose(ours(IDX).data, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_saved_files_have_ordinary_permissions(tmp_path):
+    import os
+    GPT(tiny(), seed=0).save_pretrained(tmp_path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

@@ -1,4 +1,4 @@
-"""GPT-2, top to bottom: attention, MLP, block, the model, and a KV cache for decoding.
+"""GPT-2, top to bottom: attention, MLP, block, the model; then a KV cache for decoding.
 
 Shapes: B batch, T sequence length, C = n_embd, H = n_head, D = C // H, V = vocab_size, F = d_ff.
 Parameter names are GPT-2's own (`transformer.h.0.attn.c_attn.weight`, ...), and Linear weights are
@@ -18,43 +18,6 @@ from tinygrad_lite import Tensor, get_default_dtype, is_grad_enabled
 from .config import GPTConfig
 
 __all__ = ["GPT", "KVCache", "CausalSelfAttention", "MLP", "Block"]
-
-
-class KVCache:
-    """Keys and values of the positions already processed, per layer, for incremental decoding.
-
-    Preallocated arrays k[layer], v[layer] of shape (B, H, max_len, D); `pos` positions are filled.
-        cache = KVCache(model.config, batch_size=B)
-        with no_grad():
-            logits = model(prompt, cache=cache)             # prompt (B, T0): fills 0..T0-1
-            logits = model(next_ids[:, None], cache=cache)  # (B, 1): one new position at cache.pos
-    Each call reads positions 0..pos-1 from the cache, appends its own T positions, and advances pos.
-    A cache only works under no_grad (its arrays are constants) and holds at most `max_len` positions.
-    """
-
-    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None, dtype=None):
-        self.max_len = config.block_size if max_len is None else int(max_len)
-        if not 0 < self.max_len <= config.block_size:
-            raise ValueError(f"KVCache max_len must be in [1, block_size={config.block_size}], got {max_len}")
-        shape = (batch_size, config.n_head, self.max_len, config.head_dim)
-        dtype = np.dtype(get_default_dtype() if dtype is None else dtype)
-        self.k = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
-        self.v = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
-        self.batch_size, self.pos = batch_size, 0
-
-    def update(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Write this call's k, v (B, H, T, D) at pos..pos+T-1; return all keys/values (B, H, pos+T, D)."""
-        end = self.pos + k.shape[2]
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def advance(self, n: int) -> None:
-        """Mark n more positions as filled (the model calls this once per forward, after every layer)."""
-        self.pos += n
-
-    def reset(self) -> None:
-        self.pos = 0
 
 
 class _SkipInit:
@@ -164,9 +127,10 @@ class GPT(nn.Module):
         # one stream for dropout masks (seeded apart from the init stream, so both are reproducible)
         drop_rng = np.random.default_rng(None if seed is None else [seed, 1])
         self.transformer = Transformer(config, dtype, drop_rng)
-        vocab_shape = (config.vocab_size, config.n_embd)
-        head_weight = self.transformer.wte.weight if config.tie_weights else nn.Parameter(np.zeros(vocab_shape, dtype), dtype=dtype)
-        self.lm_head = LMHead(head_weight)
+        if config.tie_weights:  # one Parameter, two uses: its gradient sums both
+            self.lm_head = LMHead(self.transformer.wte.weight)
+        else:
+            self.lm_head = LMHead(nn.Parameter(np.zeros((config.vocab_size, config.n_embd), dtype), dtype=dtype))
         self._init_weights(np.random.default_rng(seed), dtype)
 
     def _init_weights(self, rng: np.random.Generator, dtype: np.dtype) -> None:
@@ -290,3 +254,40 @@ class GPT(nn.Module):
         """Continue idx (B, T) by max_new_tokens tokens -> int64 (B, T + max_new_tokens); see gpt.generate."""
         from .generate import generate
         return generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+
+
+class KVCache:
+    """Keys and values of the positions already processed, per layer, for incremental decoding.
+
+    Preallocated arrays k[layer], v[layer] of shape (B, H, max_len, D); `pos` positions are filled.
+        cache = KVCache(model.config, batch_size=B)
+        with no_grad():
+            logits = model(prompt, cache=cache)             # prompt (B, T0): fills 0..T0-1
+            logits = model(next_ids[:, None], cache=cache)  # (B, 1): one new position at cache.pos
+    Each call reads positions 0..pos-1 from the cache, appends its own T positions, and advances pos.
+    A cache only works under no_grad (its arrays are constants) and holds at most `max_len` positions.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int | None = None, dtype=None):
+        self.max_len = config.block_size if max_len is None else int(max_len)
+        if not 0 < self.max_len <= config.block_size:
+            raise ValueError(f"KVCache max_len must be in [1, block_size={config.block_size}], got {max_len}")
+        shape = (batch_size, config.n_head, self.max_len, config.head_dim)
+        dtype = np.dtype(get_default_dtype() if dtype is None else dtype)
+        self.k = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
+        self.v = [np.zeros(shape, dtype) for _ in range(config.n_layer)]
+        self.batch_size, self.pos = batch_size, 0
+
+    def update(self, layer: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Write this call's k, v (B, H, T, D) at pos..pos+T-1; return all keys/values (B, H, pos+T, D)."""
+        end = self.pos + k.shape[2]
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark n more positions as filled (the model calls this once per forward, after every layer)."""
+        self.pos += n
+
+    def reset(self) -> None:
+        self.pos = 0

@@ -18,9 +18,9 @@ import sys
 
 COMMANDS = [
     "gpt.cli_demo",  # demo: tokenize two sentences, GPT-2 124M forward, loss at init, backward
+    "gpt.cli_train",  # train: train a model on a text file, write checkpoints
+    "gpt.cli_sample",  # sample: generate text from a checkpoint or GPT-2 weights
     # ---- to be added by their owners (one line each, same register/run interface) ----
-    # "gpt.cli_train",      # train:     train a model on a text file, write checkpoints
-    # "gpt.cli_sample",     # sample:    generate text from a checkpoint or GPT-2 weights
     # "gpt.cli_inspect",    # inspect:   print a checkpoint's config and parameter table
     # "gpt.cli_gradcheck",  # gradcheck: finite-difference check of a tiny GPT
 ]

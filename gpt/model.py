@@ -29,8 +29,8 @@ class _SkipInit:
         return np.zeros(size, np.float32)  # calloc: no memory touched yet
 
     @staticmethod
-    def standard_normal(size: tuple) -> np.ndarray:
-        return np.zeros(size, np.float32)  # calloc: no memory touched yet
+    def standard_normal(size: tuple, dtype=np.float32) -> np.ndarray:
+        return np.zeros(size, dtype)  # calloc: no memory touched yet
 
 
 class CausalSelfAttention(nn.Module):

@@ -135,7 +135,8 @@ class Linear(Module):
         rng = rng if rng is not None else np.random.default_rng()
         bound = 1.0 / np.sqrt(in_features)  # PyTorch's default U(-1/sqrt(in), 1/sqrt(in))
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(rng.uniform(-bound, bound, (in_features, out_features)), dtype=dtype)
+        self.weight = Parameter(rng.uniform(-bound, bound, (in_features, out_features)).astype(
+            dtype or get_default_dtype(), copy=False), dtype=dtype)
         self.bias = Parameter(np.zeros(out_features), dtype=dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,7 +152,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=None, rng=None):
         rng = rng if rng is not None else np.random.default_rng()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim)), dtype=dtype)
+        dtype = np.dtype(dtype or get_default_dtype())
+        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim), dtype=dtype), dtype=dtype)
 
     def forward(self, idx) -> Tensor:
         return F.embedding(idx, self.weight)

@@ -555,7 +555,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             elif slot[1]:
                 np.add(slot[0], pg, out=slot[0])
             else:
-                grads[id(p)] = [slot[0] + pg, True]
+                total = slot[0] + pg  # a NumPy scalar for 0-d operands: never add into it in place
+                grads[id(p)] = [total, isinstance(total, np.ndarray)]
         if not retain_graph:  # release the saved activations as soon as they are used
             node._backward, node._parents, node._freed = None, (), True
 

@@ -538,6 +538,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         handed.add(id(_root(g)))
         if _state.anomaly:
             parent_grads = _state.run_backward_checked(node, g)
+        elif _state.profiler is not None:
+            parent_grads = _state.profiler.time_backward(node, g)
         else:
             parent_grads = node._backward(g)
         # memory returned to more than one parent (e.g. `t = g * s; return t, t`) is not owned by

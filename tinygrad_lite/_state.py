@@ -10,6 +10,7 @@ import numpy as np
 
 grad_enabled = True
 anomaly = False
+profiler = None  # the active tinygrad_lite.profile, if any: times every backward
 _default_dtype = np.dtype(np.float32)
 
 

@@ -197,6 +197,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return result
 
     model.train()
+    params = model.parameters()
     tokens_per_iter = cfg.batch_size * cfg.block_size
     start_iter, train_seconds = it, 0.0
     bar = tqdm(total=cfg.max_iters, initial=it, disable=not cfg.progress, desc="train", dynamic_ncols=True)
@@ -210,7 +211,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         optimizer.zero_grad()
         loss.backward()
         if cfg.grad_clip > 0.0:
-            clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):

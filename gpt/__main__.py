@@ -21,8 +21,8 @@ COMMANDS = [
     "gpt.cli_train",  # train: train a model on a text file, write checkpoints
     "gpt.cli_sample",  # sample: generate text from a checkpoint or GPT-2 weights
     # ---- to be added by their owners (one line each, same register/run interface) ----
-    # "gpt.cli_inspect",    # inspect:   print a checkpoint's config and parameter table
-    # "gpt.cli_gradcheck",  # gradcheck: finite-difference check of a tiny GPT
+    "gpt.cli_inspect",  # inspect: per-parameter gradient norms, per-layer activation statistics
+    "gpt.cli_gradcheck",  # gradcheck: float64 finite-difference check of every parameter's gradient
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import tinygrad_lite.functional as F
 from tinygrad_lite import Tensor
+from tinygrad_lite.tensor import RowGrad
 
 RNG = np.random.default_rng(1234)
 erf_ref = np.vectorize(math.erf)  # reference only: far too slow for the library itself
@@ -259,12 +260,29 @@ def test_embedding_repeated_ids_accumulate():
 
 
 @pytest.mark.parametrize("ids", [np.array([7]), np.array([2, 2, 2, 2]), np.arange(9)[::-1],
-                                 np.array([4, 0, 4, 8, 1, 0, 4, 3])])
-def test_embedding_scatter_matches_add_at(ids):
+                                 np.array([4, 0, 4, 8, 1, 0, 4, 3]), np.array([], dtype=np.intp)])
+def test_embedding_row_gradient_matches_add_at(ids):
     rows = RNG.standard_normal((len(ids), 3))
     expected = np.zeros((9, 3))
     np.add.at(expected, ids, rows)
-    np.testing.assert_allclose(F._scatter_rows(ids, rows, 9), expected, rtol=1e-14)
+    np.testing.assert_allclose(RowGrad(ids, rows, 9).dense(), expected, rtol=1e-14)
+    base = RNG.standard_normal((9, 3))
+    np.testing.assert_allclose(RowGrad(ids, rows, 9).add_to(base.copy()), base + expected, rtol=1e-14)
+
+
+def test_tied_embedding_gradient_sums_both_uses_in_place():
+    """A weight used by an embedding and by a matmul (a tied LM head) gets the sum of both gradients,
+    whichever arrives first, and across two backward calls."""
+    w = t64(6, 3)
+    ids = np.array([[1, 4, 1]])
+    gh = RNG.standard_normal((1, 3, 6))
+    for _ in range(2):
+        h = F.embedding(ids, w)  # (1, 3, 3)
+        (h @ w.T).backward(gh)
+    head = np.einsum("btv,btc->vc", gh, w.data[ids])  # d/dW of h @ W^T through the head
+    emb = np.zeros((6, 3))
+    np.add.at(emb, ids.reshape(-1), (gh @ w.data).reshape(-1, 3))  # through the embedding
+    np.testing.assert_allclose(w.grad, 2 * (head + emb), rtol=1e-12)
 
 
 def test_embedding_errors():
@@ -433,3 +451,18 @@ def test_shape_errors_name_the_shapes():
         F.embedding(np.array([0]), t64(5))
     with pytest.raises(ValueError, match="approximate"):
         F.gelu(t64(3), approximate="erf")
+
+
+@pytest.mark.parametrize("order", ["dense-first", "rows-first"])
+def test_row_gradients_merge_with_dense_and_each_other(order):
+    """Two embeddings of one weight plus a dense use: every merge path of sparse and dense gradients."""
+    from tinygrad_lite import gradcheck
+    w = t64(7, 3)
+    r1, r2, r3 = RNG.standard_normal((2, 4, 3)), RNG.standard_normal((5, 3)), RNG.standard_normal((7, 3))
+    a, b = np.array([[0, 6, 6, 2], [3, 3, 0, 1]]), np.array([6, 5, 5, 0, 4])
+
+    def fn(w):
+        rows = (F.embedding(a, w) * Tensor(r1)).sum() + (F.embedding(b, w) * Tensor(r2)).sum()
+        dense = (w * w * Tensor(r3)).sum()
+        return dense + rows if order == "dense-first" else rows + dense
+    assert gradcheck(fn, [w])

@@ -200,5 +200,6 @@ def run_backward_checked(node, g: np.ndarray):
     grads = node._backward(g)
     for i, pg in enumerate(grads):
         if pg is not None:
-            check_finite(pg, node._op, node._parents, "backward", node._trace, f"the gradient for input {i}")
+            check_finite(getattr(pg, "rows", pg), node._op, node._parents, "backward", node._trace,  # RowGrad: rows
+                         f"the gradient for input {i}")
     return grads

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .tensor import Tensor, unbroadcast
+from .tensor import RowGrad, Tensor, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "gelu", "layer_norm", "embedding", "linear",
            "dropout", "scaled_dot_product_attention"]
@@ -90,26 +90,6 @@ def _causal_mask(tq: int, tk: int) -> np.ndarray:
     mask = np.triu(np.ones((tq, tk), dtype=bool), k=tk - tq + 1)
     mask.flags.writeable = False
     return mask
-
-
-def _scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """out (n, C) zeros with out[ids[i]] += rows[i]; repeated ids accumulate.
-
-    Sort once; ids that occur once are a plain row copy, runs of a repeated id are summed with
-    np.add.reduceat. For 512-768 GPT-2 tokens this is 5-15x faster than np.add.at.
-    """
-    out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
-    order = np.argsort(ids, kind="stable")
-    s = ids[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # first sorted position of each distinct id
-    counts = np.diff(np.r_[starts, len(s)])
-    rep = counts > 1
-    single = starts[~rep]
-    out[s[single]] = rows[order[single]]
-    if rep.any():
-        grouped = rows[order[np.repeat(rep, counts)]]  # rows of repeated ids, each id's rows adjacent
-        out[s[starts[rep]]] = np.add.reduceat(grouped, np.r_[0, np.cumsum(counts[rep])[:-1]], axis=0)
-    return out
 
 
 # ------------------------------------------------------------------ erf / erfc in float64
@@ -405,7 +385,7 @@ def embedding(idx, weight: Tensor) -> Tensor:
     flat = ids.reshape(-1)
 
     def backward(g):  # dweight[v] = sum of g over the positions holding id v
-        return (_scatter_rows(flat, g.reshape(-1, C), V),)
+        return (RowGrad(flat, g.reshape(-1, C), V),)  # sparse: only the rows of ids in idx
     return Tensor._make(out, (weight,), backward, "embedding")
 
 

@@ -33,6 +33,30 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return out.reshape(shape)
 
 
+class RowGrad:
+    """A gradient that is zero but for some rows: dense[ids[i]] += rows[i] (an embedding's backward).
+
+    The engine adds it into a gradient that already exists (a tied LM head's) in place, touching only
+    those rows, instead of materialising a (n, C) array of zeros first.
+    """
+    __slots__ = ("ids", "rows", "shape", "dtype")
+
+    def __init__(self, ids: np.ndarray, rows: np.ndarray, n: int):
+        order = np.argsort(ids, kind="stable")  # coalesce repeated ids: one summed row per distinct id
+        s = ids[order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
+        self.ids = s[starts]
+        self.rows = np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0]
+        self.shape, self.dtype = (n, rows.shape[1]), rows.dtype
+
+    def add_to(self, out: np.ndarray) -> np.ndarray:
+        out[self.ids] += self.rows  # ids are distinct, so fancy-index += is exact
+        return out
+
+    def dense(self) -> np.ndarray:
+        return self.add_to(np.zeros(self.shape, self.dtype))
+
+
 def _normalize_axes(axis, ndim: int) -> tuple:
     """axis=None | int | tuple -> sorted tuple of non-negative axes."""
     if axis is None:
@@ -524,6 +548,8 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
         if entry is None:
             continue
         g = entry[0]
+        if isinstance(g, RowGrad) and (node._hooks or node._retain or node._backward is not None):
+            g, entry[1] = g.dense(), True
         if node._hooks:
             g = _state.run_hooks(node, g)
         if node._backward is None:
@@ -544,23 +570,39 @@ def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
             parent_grads = node._backward(g)
         # memory returned to more than one parent (e.g. `t = g * s; return t, t`) is not owned by
         # either: adding into it in place for one parent would corrupt the other's gradient
-        roots = [id(_root(pg)) for pg in parent_grads if pg is not None]
+        roots = [id(_root(pg)) for pg in parent_grads if isinstance(pg, np.ndarray)]
         for p, pg in zip(node._parents, parent_grads):
             if pg is None or not p.requires_grad:
                 continue
-            root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
-            owned = id(root) not in handed and roots.count(id(root)) == 1 and pg.flags.writeable
-            handed.add(id(root))
-            slot = grads.get(id(p))
-            if slot is None:
-                grads[id(p)] = [pg, owned]
-            elif slot[1]:
-                np.add(slot[0], pg, out=slot[0])
-            else:
-                total = slot[0] + pg  # a NumPy scalar for 0-d operands: never add into it in place
-                grads[id(p)] = [total, isinstance(total, np.ndarray)]
+            owned = False
+            if isinstance(pg, np.ndarray):
+                root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
+                owned = id(root) not in handed and roots.count(id(root)) == 1 and pg.flags.writeable
+                handed.add(id(root))
+            grads[id(p)] = _sum(grads.get(id(p)), pg, owned)
         if not retain_graph:  # release the saved activations as soon as they are used
             node._backward, node._parents, node._freed = None, (), True
+
+
+def _sum(slot: list | None, g, owned: bool) -> list:
+    """Add gradient g (an ndarray or a RowGrad) to slot = [gradient so far, owned]; returns the new slot.
+    An owned array is added into in place; anything else is copied before it is modified."""
+    if slot is None:
+        return [g, owned]
+    acc, acc_owned = slot
+    if isinstance(acc, RowGrad):  # make the dense one the accumulator
+        acc, acc_owned, g, owned = g, owned, acc, False
+        if isinstance(acc, RowGrad):
+            acc, acc_owned = acc.dense(), True
+    if isinstance(g, RowGrad):
+        if not acc_owned:
+            acc, acc_owned = np.array(acc), True
+        return [g.add_to(acc), True]
+    if acc_owned:
+        np.add(acc, g, out=acc)
+        return slot
+    total = acc + g  # a NumPy scalar for 0-d operands: never add into it in place
+    return [total, isinstance(total, np.ndarray)]
 
 
 def _root(a: np.ndarray) -> np.ndarray:
@@ -570,7 +612,11 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray, owned: bool) -> None:
+def _accumulate_leaf(leaf: Tensor, g, owned: bool) -> None:
+    if isinstance(g, RowGrad):  # only the touched rows: dense on first use, else added in place
+        g, owned = (g.dense(), True) if leaf.grad is None else (g.add_to(leaf.grad), None)
+        if owned is None:
+            return
     if g.dtype != leaf.data.dtype:
         g = g.astype(leaf.data.dtype)
         owned = True

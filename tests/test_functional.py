@@ -462,7 +462,7 @@ def test_row_gradients_merge_with_dense_and_each_other(order):
     a, b = np.array([[0, 6, 6, 2], [3, 3, 0, 1]]), np.array([6, 5, 5, 0, 4])
 
     def fn(w):
-        rows = (F.embedding(a, w) * Tensor(r1)).sum() + (F.embedding(b, w) * Tensor(r2)).sum()
-        dense = (w * w * Tensor(r3)).sum()
+        rows = (F.embedding(a, w) * r1).sum() + (F.embedding(b, w) * r2).sum()
+        dense = (w * w * r3).sum()
         return dense + rows if order == "dense-first" else rows + dense
     assert gradcheck(fn, [w])

@@ -4,9 +4,9 @@ with PyTorch eager on a model of exactly the same shapes and weights, when torch
     python benchmarks/bench_step.py                 # all configs
     python benchmarks/bench_step.py --config gpt2 --runs 7
 
-Steps are interleaved A/B (ours, torch, ours, torch, ...) so that load on a shared machine hits both
-alike; the medians and their ratio are printed. Also: model FLOP utilisation against a measured
-NumPy float32 GEMM peak, and the peak RSS of each side, measured in a fresh process each.
+Each side runs in its own worker process; steps are interleaved A/B (ours, torch, ours, torch, ...)
+so that load on a shared machine hits both alike; the medians and their ratio are printed. Also:
+model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -52,12 +53,12 @@ class Ours:
 
 
 # ------------------------------------------------------------------ PyTorch, the same model
-def torch_model(ours: GPT, cfg: GPTConfig):
-    """A plain PyTorch GPT-2 of the same shapes, holding copies of our weights (Linear as x @ W)."""
+def torch_model(weights, cfg: GPTConfig):
+    """A plain PyTorch GPT-2 of the same shapes holding our weights (name -> array), Linear as x @ W."""
     import torch
     import torch.nn.functional as TF
 
-    sd = {k: torch.from_numpy(v.copy()) for k, v in ours.state_dict().items()}
+    sd = {k: torch.from_numpy(weights[k]) for k in weights}
 
     class TorchGPT(torch.nn.Module):
         def __init__(self):
@@ -91,10 +92,10 @@ def torch_model(ours: GPT, cfg: GPTConfig):
 
 
 class Torch:
-    def __init__(self, cfg: GPTConfig, seed: int = 0, ours: GPT | None = None):
+    def __init__(self, cfg: GPTConfig, weights):
         import torch
         self.torch = torch
-        self.model = torch_model(ours or GPT(cfg, seed=seed), cfg)
+        self.model = torch_model(weights, cfg)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
 
     def step(self, x, y) -> float:
@@ -130,23 +131,6 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def peak_rss_mb(side: str, name: str, steps: int = 3) -> float:
-    """Peak resident memory of `steps` training steps of one side, in a fresh interpreter."""
-    out = subprocess.run([sys.executable, __file__, "--rss-child", side, "--config", name, "--steps", str(steps)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
-
-
-def rss_child(side: str, name: str, steps: int) -> None:
-    overrides, B, T = CONFIGS[name]
-    cfg = GPTConfig(**overrides)
-    x, y = make_batch(cfg, B, T)
-    runner = Ours(cfg) if side == "ours" else Torch(cfg)
-    for _ in range(steps):
-        runner.step(x, y)
-    print(json.dumps({"peak_rss_mb": _vm_hwm_mb()}))
-
-
 def _vm_hwm_mb() -> float:
     """Peak RSS of this process image. (ru_maxrss would also count the parent's RSS at fork time.)"""
     try:
@@ -156,39 +140,84 @@ def _vm_hwm_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, rss: bool) -> None:
+# ------------------------------------------------------------------ one process per side
+def worker(side: str, name: str, weights: str) -> None:
+    """Serve "step" requests on stdin with one timed training step each, answering on stdout.
+
+    Each side lives in its own process so that neither's thread pools (OpenBLAS, OpenMP, ours) spin
+    inside the other's step, and so that its peak RSS is its own. The torch side takes our initial
+    weights from `weights` (an .npz written by the ours side) without copying them.
+    """
     overrides, B, T = CONFIGS[name]
     cfg = GPTConfig(**overrides)
     x, y = make_batch(cfg, B, T)
-    ours = Ours(cfg)
-    sides = {"ours": ours}
-    if have_torch:
-        sides["torch"] = Torch(cfg, ours=ours.model)
-        l_ours, l_torch = ours.step(x, y), sides["torch"].step(x, y)  # same weights -> same first loss
-        assert abs(l_ours - l_torch) < 1e-3 * max(1.0, abs(l_torch)), (l_ours, l_torch)
-        warmup = max(warmup - 1, 0)
-    for _ in range(warmup):
+    if side == "ours":
+        runner = Ours(cfg)
+        np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
+    else:
+        runner = Torch(cfg, np.load(weights))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            t = time.perf_counter()
+            loss = runner.step(x, y)
+            reply = {"seconds": time.perf_counter() - t, "loss": loss}
+        else:
+            reply = {"peak_rss_mb": _vm_hwm_mb()}
+        print(json.dumps(reply), flush=True)
+
+
+class Side:
+    def __init__(self, side: str, name: str, weights: str):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--config", name,
+                                      "--weights", weights], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ask(None)
+
+    def ask(self, what: str | None) -> dict:
+        if what is not None:
+            self.proc.stdin.write(what + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("benchmark worker died (see its error above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, pause: float) -> None:
+    overrides, B, T = CONFIGS[name]
+    cfg = GPTConfig(**overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = os.path.join(tmp, "weights.npz")
+        sides = {"ours": Side("ours", name, weights)}
+        if have_torch:
+            sides["torch"] = Side("torch", name, weights)
+        first = {k: s.ask("step")["loss"] for k, s in sides.items()}  # same weights, same batch
+        if have_torch:
+            assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
+        times = {k: [] for k in sides}
+        for i in range(max(warmup - 1, 0) + runs):
+            for k, s in sides.items():  # interleaved A/B; the pause lets idle threads park
+                time.sleep(pause)
+                seconds = s.ask("step")["seconds"]
+                if i >= warmup - 1:
+                    times[k].append(seconds)
+        mem = {k: s.ask("rss")["peak_rss_mb"] for k, s in sides.items()}
         for s in sides.values():
-            s.step(x, y)
-    times = {k: [] for k in sides}
-    for _ in range(runs):
-        for k, s in sides.items():
-            times[k].append(_timed(lambda: s.step(x, y)))
+            s.close()
     med = {k: float(np.median(v)) for k, v in times.items()}
     flops = step_flops(cfg, B, T)
     print(f"\n== {name}: n_layer={cfg.n_layer} n_embd={cfg.n_embd} vocab={cfg.vocab_size}  B={B} T={T}  "
-          f"({ours.model.num_parameters():,} params, {flops / 1e9:.1f} GFLOP/step)")
+          f"({flops / 1e9:.1f} GFLOP/step)")
     for k, m in med.items():
         spread = f"min {min(times[k]) * 1e3:.1f} max {max(times[k]) * 1e3:.1f}"
-        print(f"  {k:6s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}")
+        print(f"  {k:6s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}   "
+              f"peak RSS {mem[k]:,.0f} MB")
     if have_torch:
-        print(f"  ratio ours/torch: {med['ours'] / med['torch']:.3f}x")
-    if rss:
-        mem = {k: peak_rss_mb(k, name) for k in sides}
-        line = "  peak RSS: " + "  ".join(f"{k} {v:,.0f} MB" for k, v in mem.items())
-        if have_torch:
-            line += f"   ratio {mem['ours'] / mem['torch']:.3f}x"
-        print(line)
+        print(f"  ratio ours/torch: time {med['ours'] / med['torch']:.3f}x   peak RSS {mem['ours'] / mem['torch']:.3f}x")
 
 
 def main() -> None:
@@ -196,12 +225,12 @@ def main() -> None:
     ap.add_argument("--config", choices=list(CONFIGS), action="append", help="config(s) to run (default: all)")
     ap.add_argument("--runs", type=int, default=7, help="timed steps per side (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first (default 2)")
-    ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocess measurement")
-    ap.add_argument("--rss-child", choices=["ours", "torch"], help=argparse.SUPPRESS)
-    ap.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--pause", type=float, default=0.2, help="seconds of idle before each step (default 0.2)")
+    ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.rss_child:
-        return rss_child(args.rss_child, args.config[0], args.steps)
+    if args.worker:
+        return worker(args.worker, args.config[0], args.weights)
     try:
         import torch
         have_torch = True
@@ -212,7 +241,7 @@ def main() -> None:
     peak = sgemm_peak()
     print(f"NumPy {np.__version__} float32 GEMM peak: {peak:.0f} GFLOP/s")
     for name in args.config or list(CONFIGS):
-        bench(name, args.runs, args.warmup, have_torch, peak, not args.no_rss)
+        bench(name, args.runs, args.warmup, have_torch, peak, args.pause)
 
 
 if __name__ == "__main__":

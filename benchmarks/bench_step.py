@@ -168,9 +168,13 @@ def worker(side: str, name: str, weights: str) -> None:
 
 
 class Side:
-    def __init__(self, side: str, name: str, weights: str):
+    def __init__(self, side: str, name: str, weights: str, tuned_torch: bool = False):
+        env = dict(os.environ)
+        if side == "torch" and not tuned_torch:  # PyTorch as users run it: glibc's default malloc
+            env["TINYGRAD_LITE_SYSTEM_MALLOC"] = "1"
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--config", name,
-                                      "--weights", weights], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                      "--weights", weights], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
         self.ask(None)
 
     def ask(self, what: str | None) -> dict:
@@ -187,14 +191,15 @@ class Side:
         self.proc.wait()
 
 
-def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, pause: float) -> None:
+def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, pause: float,
+          tuned_torch: bool) -> None:
     overrides, B, T = CONFIGS[name]
     cfg = GPTConfig(**overrides)
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "weights.npz")
         sides = {"ours": Side("ours", name, weights)}
         if have_torch:
-            sides["torch"] = Side("torch", name, weights)
+            sides["torch"] = Side("torch", name, weights, tuned_torch)
         first = {k: s.ask("step")["loss"] for k, s in sides.items()}  # same weights, same batch
         if have_torch:
             assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
@@ -226,6 +231,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="timed steps per side (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first (default 2)")
     ap.add_argument("--pause", type=float, default=0.2, help="seconds of idle before each step (default 0.2)")
+    ap.add_argument("--tuned-torch", action="store_true",
+                    help="run PyTorch with our malloc setting too (tinygrad_lite.memory); default: as users run it")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -241,7 +248,7 @@ def main() -> None:
     peak = sgemm_peak()
     print(f"NumPy {np.__version__} float32 GEMM peak: {peak:.0f} GFLOP/s")
     for name in args.config or list(CONFIGS):
-        bench(name, args.runs, args.warmup, have_torch, peak, args.pause)
+        bench(name, args.runs, args.warmup, have_torch, peak, args.pause, args.tuned_torch)
 
 
 if __name__ == "__main__":

@@ -367,12 +367,13 @@ def _adamw_kernel(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *,
     np.multiply(g, g, out=tmp)
     tmp *= 1.0 - beta2
     v += tmp  # v = beta2 * v + (1 - beta2) * g^2
+    # p -= lr * m_hat / (sqrt(v_hat) + eps), m_hat = m / bc1, v_hat = v / bc2; multiplying through by
+    # sqrt(bc2) saves a pass: p -= (lr sqrt(bc2) / bc1) * m / (sqrt(v) + eps sqrt(bc2))
     np.sqrt(v, out=tmp)
-    tmp /= bias_correction2_sqrt
-    tmp += eps  # denom = sqrt(v_hat) + eps,  v_hat = v / (1 - beta2^t)
+    tmp += eps * bias_correction2_sqrt
     np.divide(m, tmp, out=tmp)
-    tmp *= -(lr / bias_correction1)
-    p += tmp  # p = p - lr * m_hat / denom,  m_hat = m / (1 - beta1^t)
+    tmp *= -(lr * bias_correction2_sqrt / bias_correction1)
+    p += tmp
 
 
 class AdamW(Optimizer):

@@ -255,7 +255,7 @@ class Tensor:
     def __matmul__(self, other) -> "Tensor":
         a, b = self, self._lift(other)
         _check_matmul(a.shape, b.shape)
-        out = np.matmul(a.data, b.data)
+        out = _matmul(a.data, b.data)
         def backward(g):  # C = A B: dA = G B^T, dB = A^T G (summed over broadcast batch axes)
             A, B = a.data, b.data
             # treat vectors as a column (B) / row (A) matrix, as NumPy does. B first: for 1-D @ 1-D
@@ -264,7 +264,7 @@ class Tensor:
                 B, g = B[:, None], g[..., None]
             if A.ndim == 1:
                 A, g = A[None, :], np.expand_dims(g, -2)
-            ga = unbroadcast(np.matmul(g, np.swapaxes(B, -1, -2)), A.shape).reshape(a.shape) \
+            ga = unbroadcast(_matmul(g, np.swapaxes(B, -1, -2)), A.shape).reshape(a.shape) \
                 if a.requires_grad else None
             if b.requires_grad:
                 if B.ndim == 2 and not B.flags.c_contiguous and B.T.flags.c_contiguous:
@@ -488,6 +488,13 @@ def _check_same_float_dtype(op: str, tensors: list) -> None:
     if len(set(dtypes)) > 1:
         raise TypeError(f"{op}: mixed float dtypes {[str(d) for d in dtypes]}; tinygrad_lite never promotes "
                         f"silently, cast explicitly")
+
+
+def _matmul(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """np.matmul, but A (..., k) @ B (k, n) runs as one GEMM over all leading axes (NumPy loops)."""
+    if B.ndim == 2 and A.ndim > 2:
+        return np.matmul(A.reshape(-1, A.shape[-1]), B).reshape(*A.shape[:-1], B.shape[-1])
+    return np.matmul(A, B)
 
 
 def _check_matmul(sa: tuple, sb: tuple) -> None:

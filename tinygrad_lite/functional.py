@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from .tensor import RowGrad, Tensor, unbroadcast
+from .autograd import RowGrad
+from .tensor import Tensor, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "gelu", "layer_norm", "embedding", "linear",
            "dropout", "scaled_dot_product_attention"]

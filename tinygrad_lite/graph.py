@@ -27,6 +27,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from .autograd import toposort
 from .tensor import Tensor
 
 __all__ = ["to_dot", "render", "retain_grads"]
@@ -39,27 +40,9 @@ _GROUP = 'shape=box3d, style=filled, fillcolor="#e6f2e0"'
 
 
 # ------------------------------------------------------------------ walking the graph
-def _walk(root: Tensor) -> list[Tensor]:
-    """Every tensor in root's graph (ops, leaves, constants), each after all of its inputs."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for p in reversed(node._parents):  # reversed: the first input is expanded (numbered) first
-            if id(p) not in seen:
-                stack.append((p, False))
-    return order
-
-
 def retain_grads(t: Tensor) -> None:
     """Make every op in t's graph keep its gradient in `.grad` after backward (for the gradient norms)."""
-    for node in _walk(t):
+    for node in toposort(t, only_grad=False):
         if node._parents:
             node.retain_grad()
 
@@ -183,7 +166,7 @@ def to_dot(t: Tensor, model=None, names: Mapping[str, Tensor] | Iterable[tuple[s
                            f"before backward, or call backward(retain_graph=True) to keep it")
     if max_nodes < 2:
         raise ValueError(f"to_dot: max_nodes must be at least 2, got {max_nodes}")
-    order = _walk(t)
+    order = toposort(t, only_grad=False)
     pnames = _param_names(model, names)
     box: dict[int, str] = {}  # id(node) -> label of the collapsed box it is drawn in
     scope: dict[int, str] = {}

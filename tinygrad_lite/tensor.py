@@ -7,12 +7,12 @@ graph in reverse topological order and accumulates gradients into the leaves.
 """
 from __future__ import annotations
 
-import functools
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from . import _state
+from .autograd import RowGrad, run_backward  # noqa: F401  (RowGrad: for functional ops)
 from ._state import is_grad_enabled, no_grad, enable_grad, get_default_dtype, set_default_dtype  # noqa: F401
 
 Backward = Callable[[np.ndarray], tuple]
@@ -31,30 +31,6 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
         i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
     out = grad.sum(axis=axes, keepdims=True) if axes else grad
     return out.reshape(shape)
-
-
-class RowGrad:
-    """A gradient that is zero but for some rows: dense[ids[i]] += rows[i] (an embedding's backward).
-
-    The engine adds it into a gradient that already exists (a tied LM head's) in place, touching only
-    those rows, instead of materialising a (n, C) array of zeros first.
-    """
-    __slots__ = ("ids", "rows", "shape", "dtype")
-
-    def __init__(self, ids: np.ndarray, rows: np.ndarray, n: int):
-        order = np.argsort(ids, kind="stable")  # coalesce repeated ids: one summed row per distinct id
-        s = ids[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
-        self.ids = s[starts]
-        self.rows = np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0]
-        self.shape, self.dtype = (n, rows.shape[1]), rows.dtype
-
-    def add_to(self, out: np.ndarray) -> np.ndarray:
-        out[self.ids] += self.rows  # ids are distinct, so fancy-index += is exact
-        return out
-
-    def dense(self) -> np.ndarray:
-        return self.add_to(np.zeros(self.shape, self.dtype))
 
 
 def _normalize_axes(axis, ndim: int) -> tuple:
@@ -469,7 +445,7 @@ class Tensor:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape}, expected {self.shape}")
-        _run_backward(self, grad, retain_graph)
+        run_backward(self, grad, retain_graph)
 
 
 # ------------------------------------------------------------------ helpers
@@ -522,112 +498,3 @@ def _unwrap_index(index):
 def _is_advanced(index) -> bool:
     parts = index if isinstance(index, tuple) else (index,)
     return any(isinstance(i, (np.ndarray, list)) for i in parts)
-
-
-def _toposort(root: Tensor) -> list[Tensor]:
-    """Nodes that need a gradient, each after all of its parents (iterative DFS)."""
-    # A node is marked seen when it is expanded, not when it is pushed: marking at push time let a
-    # node reached first as a direct parent be emitted before another of its consumers (e.g. in
-    # a + 2*a the leaf `a` came out before `2*a`, so the 2*a contribution was dropped).
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for p in node._parents:
-            if p.requires_grad and id(p) not in seen:
-                stack.append((p, False))
-    return order
-
-
-def _run_backward(root: Tensor, grad: np.ndarray, retain_graph: bool) -> None:
-    # grads[id(node)] = [array, owned]: `owned` means no other node sees this array, so
-    # later contributions may be added into it in place instead of allocating anew.
-    grads: dict[int, list] = {id(root): [grad, False]}
-    handed = {id(_root(grad))}  # memory already passed around: never modify it in place
-    for node in reversed(_toposort(root)):
-        entry = grads.pop(id(node), None)
-        if entry is None:
-            continue
-        g = entry[0]
-        if isinstance(g, RowGrad) and (node._hooks or node._retain or node._backward is not None):
-            g, entry[1] = g.dense(), True
-        if node._hooks:
-            g = _state.run_hooks(node, g)
-        if node._backward is None:
-            if node._freed:
-                raise RuntimeError(
-                    f"backward through the graph a second time: the buffers of op '{node._op}' were freed "
-                    f"by the first backward; pass retain_graph=True to the first backward() to keep them")
-            _accumulate_leaf(node, g, entry[1])
-            continue
-        if node._retain:
-            _accumulate_leaf(node, g, False)
-        handed.add(id(_root(g)))
-        if _state.anomaly:
-            parent_grads = _state.run_backward_checked(node, g)
-        elif _state.profiler is not None:
-            parent_grads = _state.profiler.time_backward(node, g)
-        else:
-            parent_grads = node._backward(g)
-        # memory returned to more than one parent (e.g. `t = g * s; return t, t`) is not owned by
-        # either: adding into it in place for one parent would corrupt the other's gradient
-        roots = [id(_root(pg)) for pg in parent_grads if isinstance(pg, np.ndarray)]
-        for p, pg in zip(node._parents, parent_grads):
-            if pg is None or not p.requires_grad:
-                continue
-            owned = False
-            if isinstance(pg, np.ndarray):
-                root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
-                owned = id(root) not in handed and roots.count(id(root)) == 1 and pg.flags.writeable
-                handed.add(id(root))
-            grads[id(p)] = _sum(grads.get(id(p)), pg, owned)
-        if not retain_graph:  # release the saved activations as soon as they are used
-            node._backward, node._parents, node._freed = None, (), True
-
-
-def _sum(slot: list | None, g, owned: bool) -> list:
-    """Add gradient g (an ndarray or a RowGrad) to slot = [gradient so far, owned]; returns the new slot.
-    An owned array is added into in place; anything else is copied before it is modified."""
-    if slot is None:
-        return [g, owned]
-    acc, acc_owned = slot
-    if isinstance(acc, RowGrad):  # make the dense one the accumulator
-        acc, acc_owned, g, owned = g, owned, acc, False
-        if isinstance(acc, RowGrad):
-            acc, acc_owned = acc.dense(), True
-    if isinstance(g, RowGrad):
-        if not acc_owned:
-            acc, acc_owned = np.array(acc), True
-        return [g.add_to(acc), True]
-    if acc_owned:
-        np.add(acc, g, out=acc)
-        return slot
-    total = acc + g  # a NumPy scalar for 0-d operands: never add into it in place
-    return [total, isinstance(total, np.ndarray)]
-
-
-def _root(a: np.ndarray) -> np.ndarray:
-    """The array that owns `a`'s memory (`a` itself unless it is a view)."""
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return a
-
-
-def _accumulate_leaf(leaf: Tensor, g, owned: bool) -> None:
-    if isinstance(g, RowGrad):  # only the touched rows: dense on first use, else added in place
-        g, owned = (g.dense(), True) if leaf.grad is None else (g.add_to(leaf.grad), None)
-        if owned is None:
-            return
-    if g.dtype != leaf.data.dtype:
-        g = g.astype(leaf.data.dtype)
-        owned = True
-    if leaf.grad is None:
-        leaf.grad = g if owned and g.flags.writeable and g.flags.c_contiguous else np.array(g, order="C")
-    else:
-        np.add(leaf.grad, g, out=leaf.grad)

@@ -162,21 +162,12 @@ class Tensor:
                                 f"cast one side explicitly")
             return other
         if isinstance(other, (int, float)) and not isinstance(other, bool):
-            return Tensor._const(np.asarray(other, self.dtype if self.dtype.kind == "f" else None))
+            other = np.asarray(other, self.dtype if self.dtype.kind == "f" else None)
+            return Tensor(other, dtype=other.dtype)
         arr = np.asarray(other)
         if arr.dtype.kind in "fiub" and self.dtype.kind == "f":
             arr = arr.astype(self.dtype, copy=False)
-        return Tensor._const(arr)
-
-    @staticmethod
-    def _const(arr: np.ndarray) -> "Tensor":
-        t = Tensor.__new__(Tensor)
-        t.__init__(arr, dtype=arr.dtype)
-        return t
-
-    def _check_float(self, op: str, other: "Tensor") -> None:
-        if self.dtype.kind != "f" and other.dtype.kind == "f":
-            raise TypeError(f"{op}: cannot combine {self.dtype} and {other.dtype} here")
+        return Tensor(arr, dtype=arr.dtype)
 
     # ------------------------------------------------------ elementwise binary
     def __add__(self, other) -> "Tensor":
@@ -450,8 +441,7 @@ class Tensor:
 
 # ------------------------------------------------------------------ helpers
 def _binop(ufunc, a: Tensor, b: Tensor) -> np.ndarray:
-    if a.dtype != b.dtype and a.dtype.kind == "f" and b.dtype.kind == "f":
-        raise TypeError(f"{ufunc.__name__}: dtype mismatch {a.dtype} vs {b.dtype}; cast one side explicitly")
+    """ufunc(a, b) for operands already matched by Tensor._lift, naming the shapes if they don't broadcast."""
     try:
         return ufunc(a.data, b.data)
     except ValueError:

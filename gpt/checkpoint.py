@@ -33,14 +33,14 @@ PREFIX = "transformer."
 _BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")  # HF's causal-mask buffers
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path) on a temp file in path's folder, then rename it over `path`.
 
     The file gets the usual permissions (0666 minus the umask), although safetensors writes 0600."""
     tmp = str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -48,10 +48,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """Permissions of a new file under the current umask (mkstemp and safetensors make 0600 files)."""
     mask = os.umask(0)  # the only way to read it is to set it
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def save_pretrained(model, path) -> None:
@@ -62,9 +63,9 @@ def save_pretrained(model, path) -> None:
     tensors = {name: np.ascontiguousarray(p.data) for name, p in model.named_parameters()}
     dtype = model.transformer.wte.weight.dtype
     config = dict(model.config.to_hf_dict(), torch_dtype=str(dtype))
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
-    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _canonical(key: str) -> str:

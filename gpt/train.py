@@ -43,6 +43,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 import tinygrad_lite.functional as F
+from gpt.checkpoint import atomic_write, file_mode
 from gpt.config import GPTConfig
 from gpt.data import TextData
 from gpt.model import GPT
@@ -235,7 +236,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                "tokens_per_second": done * tokens_per_iter / train_seconds if done else 0.0,
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(),
                "evals": evals, "losses": losses, "config": dataclasses.asdict(cfg)}
-    _write_atomic(out / METRICS_FILE, json.dumps(metrics, indent=1).encode())
+    atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
     return metrics
 
 
@@ -279,24 +280,6 @@ def _set_rng_states(model: GPT, rng: np.random.Generator, states: dict[str, Any]
 
 # ------------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _file_mode() -> int:
-    """Permissions of a new file under the current umask (mkstemp-made files get 0600 instead)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _sha256(path: Path) -> str:
@@ -353,7 +336,7 @@ def save_checkpoint(out: Path, model: GPT, optimizer: AdamW, tokenizer_spec: dic
         state = dict(train_state, files={name: _sha256(tmp / name) for name in names})
         (tmp / STATE_FILE).write_text(json.dumps(state))
         for name in names + [STATE_FILE]:
-            os.chmod(tmp / name, _file_mode())
+            os.chmod(tmp / name, file_mode())
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

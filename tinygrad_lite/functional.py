@@ -149,17 +149,6 @@ def _erfc_large(y: np.ndarray) -> np.ndarray:  # y > 0.5
     return r
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    """Vectorised erf of a float64 array, ~1e-16 relative error."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    small = np.abs(x) <= 0.5
-    out[small] = _erf_small(x[small])
-    big = x[~small]
-    out[~small] = np.copysign(1.0 - _erfc_large(np.abs(big)), big)  # erf(x) = sign(x) (1 - erfc|x|)
-    return out
-
-
 def _erfc(x: np.ndarray) -> np.ndarray:
     """Vectorised erfc = 1 - erf of a float64 array, accurate in both tails (no cancellation)."""
     x = np.asarray(x, dtype=np.float64)

@@ -91,15 +91,13 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             parent_grads = node._backward(g)
         # memory returned to more than one parent (e.g. `t = g * s; return t, t`) is not owned by
         # either: adding into it in place for one parent would corrupt the other's gradient
-        roots = [id(_root(pg)) for pg in parent_grads if isinstance(pg, np.ndarray)]
-        for p, pg in zip(node._parents, parent_grads):
+        roots = [id(_root(pg)) if isinstance(pg, np.ndarray) else None for pg in parent_grads]
+        for p, pg, root in zip(node._parents, parent_grads, roots):
             if pg is None or not p.requires_grad:
                 continue
-            owned = False
-            if isinstance(pg, np.ndarray):
-                root = _root(pg)  # a fresh array, or a view of one, that no other node has seen
-                owned = id(root) not in handed and roots.count(id(root)) == 1 and pg.flags.writeable
-                handed.add(id(root))
+            # owned: a fresh array, or a view of one, that no other node has seen
+            owned = root is not None and root not in handed and roots.count(root) == 1 and pg.flags.writeable
+            handed.add(root)
             grads[id(p)] = _sum(grads.get(id(p)), pg, owned)
         if not retain_graph:  # release the saved activations as soon as they are used
             node._backward, node._parents, node._freed = None, (), True

@@ -20,27 +20,14 @@ from .config import GPTConfig
 __all__ = ["GPT", "KVCache", "CausalSelfAttention", "MLP", "Block"]
 
 
-class _SkipInit:
-    """Stands in for a Generator while the layers are built. Their own default init would be
-    wasted work (about 3 s for gpt2): GPT._init_weights overwrites every weight afterwards."""
-
-    @staticmethod
-    def uniform(low: float, high: float, size: tuple) -> np.ndarray:
-        return np.zeros(size, np.float32)  # calloc: no memory touched yet
-
-    @staticmethod
-    def standard_normal(size: tuple, dtype=np.float32) -> np.ndarray:
-        return np.zeros(size, dtype)  # calloc: no memory touched yet
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with fused q, k, v projection.  x (B, T, C) -> (B, T, C)."""
 
     def __init__(self, config: GPTConfig, dtype=None, rng=None):
         C = config.n_embd
         self.n_head, self.n_embd, self.dropout = config.n_head, C, config.dropout
-        self.c_attn = nn.Linear(C, 3 * C, bias=config.bias, dtype=dtype, rng=_SkipInit)  # x -> [q|k|v]
-        self.c_proj = nn.Linear(C, C, bias=config.bias, dtype=dtype, rng=_SkipInit)  # heads -> residual
+        self.c_attn = nn.Linear(C, 3 * C, bias=config.bias, dtype=dtype, init=False)  # x -> [q|k|v]
+        self.c_proj = nn.Linear(C, C, bias=config.bias, dtype=dtype, init=False)  # heads -> residual
         self.resid_dropout = nn.Dropout(config.dropout, rng=rng)
         self.rng = rng  # for dropout on the attention probabilities
 
@@ -64,9 +51,9 @@ class MLP(nn.Module):
     """Position-wise feed-forward: C -> F -> tanh GELU -> C.  x (B, T, C) -> (B, T, C)."""
 
     def __init__(self, config: GPTConfig, dtype=None, rng=None):
-        self.c_fc = nn.Linear(config.n_embd, config.d_ff, bias=config.bias, dtype=dtype, rng=_SkipInit)
+        self.c_fc = nn.Linear(config.n_embd, config.d_ff, bias=config.bias, dtype=dtype, init=False)
         self.gelu = nn.GELU(approximate="tanh")
-        self.c_proj = nn.Linear(config.d_ff, config.n_embd, bias=config.bias, dtype=dtype, rng=_SkipInit)
+        self.c_proj = nn.Linear(config.d_ff, config.n_embd, bias=config.bias, dtype=dtype, init=False)
         self.dropout = nn.Dropout(config.dropout, rng=rng)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,8 +79,8 @@ class Transformer(nn.Module):
     """The trunk, named as in GPT-2: wte, wpe, drop, h (the blocks), ln_f."""
 
     def __init__(self, config: GPTConfig, dtype=None, rng=None):
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype=dtype, rng=_SkipInit)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype=dtype, rng=_SkipInit)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, dtype=dtype, init=False)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, dtype=dtype, init=False)
         self.drop = nn.Dropout(config.dropout, rng=rng)
         self.h = nn.ModuleList(Block(config, dtype, rng) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, config.layer_norm_eps, bias=config.bias, dtype=dtype)

@@ -131,12 +131,16 @@ class Module:
 class Linear(Module):
     """y = x @ W + b with W stored (in, out), like GPT-2's Conv1D.  x (..., in) -> (..., out)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, dtype=None, rng=None):
-        rng = rng if rng is not None else np.random.default_rng()
-        bound = 1.0 / np.sqrt(in_features)  # PyTorch's default U(-1/sqrt(in), 1/sqrt(in))
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, dtype=None, rng=None,
+                 init: bool = True):
+        """init=False leaves the weight zero, for a caller that initialises it itself (GPT-2's init)."""
+        dtype = np.dtype(dtype or get_default_dtype())
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(rng.uniform(-bound, bound, (in_features, out_features)).astype(
-            dtype or get_default_dtype(), copy=False), dtype=dtype)
+        self.weight = Parameter(np.zeros((in_features, out_features), dtype), dtype=dtype)
+        if init:
+            rng = rng if rng is not None else np.random.default_rng()
+            bound = 1.0 / np.sqrt(in_features)  # PyTorch's default U(-1/sqrt(in), 1/sqrt(in))
+            self.weight.data[...] = rng.uniform(-bound, bound, self.weight.shape)
         self.bias = Parameter(np.zeros(out_features), dtype=dtype) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -149,11 +153,16 @@ class Linear(Module):
 class Embedding(Module):
     """Lookup table: integer ids (...) -> rows (..., embedding_dim)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=None, rng=None):
-        rng = rng if rng is not None else np.random.default_rng()
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype=None, rng=None, init: bool = True):
+        """init=False leaves the table zero, for a caller that initialises it itself."""
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         dtype = np.dtype(dtype or get_default_dtype())
-        self.weight = Parameter(rng.standard_normal((num_embeddings, embedding_dim), dtype=dtype), dtype=dtype)
+        shape = (num_embeddings, embedding_dim)
+        if init:  # PyTorch's default N(0, 1)
+            rng = rng if rng is not None else np.random.default_rng()
+            self.weight = Parameter(rng.standard_normal(shape, dtype=dtype), dtype=dtype)
+        else:
+            self.weight = Parameter(np.zeros(shape, dtype), dtype=dtype)
 
     def forward(self, idx) -> Tensor:
         return F.embedding(idx, self.weight)

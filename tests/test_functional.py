@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinygrad_lite.functional as F
-from tinygrad_lite import Tensor
+from tinygrad_lite import Tensor, gradcheck
 from tinygrad_lite.tensor import RowGrad
 
 RNG = np.random.default_rng(1234)
@@ -356,6 +356,32 @@ def test_attention_dropout():
     np.testing.assert_allclose(mean, plain, atol=0.1 * np.abs(v.data).max())  # E[dropout(P)] = P
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_with_huge_scores(dtype, causal):
+    """Scores beyond +-80 (float32) / +-700 (float64) take the max-shifted softmax; nothing overflows."""
+    q, k, v = (RNG.standard_normal((2, 2, 5, 4)) for _ in range(3))
+    q[0, 1] *= 1e3 if dtype == np.float32 else 1e4  # scores of order 1e3 / 1e4 in one head only
+    ts = [Tensor(a, requires_grad=True, dtype=dtype) for a in (q, k, v)]
+    with strict_fp():
+        out = F.scaled_dot_product_attention(*ts, causal=causal)
+        out.backward(RNG.standard_normal(out.shape))
+    ref = attention_ref(q, k, v, causal)
+    np.testing.assert_allclose(out.data, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4 if dtype == np.float32 else 1e-12)
+    assert all(np.isfinite(t.grad).all() for t in ts)
+
+
+def test_attention_dropout_gradcheck():
+    """With dropout the backward's row term r_i = g_i . out_i must use the dropped probabilities."""
+    q, k, v = t64(2, 3, 5, 4), t64(2, 3, 5, 4), t64(2, 3, 5, 3)
+    fn = lambda q, k, v: F.scaled_dot_product_attention(  # noqa: E731  a fresh, equal mask per call
+        q, k, v, dropout_p=0.3, training=True, rng=np.random.default_rng(7))
+    out = fn(q, k, v)
+    assert (out.data != F.scaled_dot_product_attention(q, k, v).data).any()  # dropout did something
+    r = Tensor(RNG.standard_normal(out.shape), dtype=np.float64)  # a random, non-uniform upstream gradient
+    assert gradcheck(lambda q, k, v: (fn(q, k, v) * r).sum(), [q, k, v])
+
+
 def test_attention_errors():
     q = t64(2, 5, 4)
     with pytest.raises(ValueError, match=r"\(2, 5, 4\).*\(2, 5, 3\)"):
@@ -456,7 +482,6 @@ def test_shape_errors_name_the_shapes():
 @pytest.mark.parametrize("order", ["dense-first", "rows-first"])
 def test_row_gradients_merge_with_dense_and_each_other(order):
     """Two embeddings of one weight plus a dense use: every merge path of sparse and dense gradients."""
-    from tinygrad_lite import gradcheck
     w = t64(7, 3)
     r1, r2, r3 = RNG.standard_normal((2, 4, 3)), RNG.standard_normal((5, 3)), RNG.standard_normal((7, 3))
     a, b = np.array([[0, 6, 6, 2], [3, 3, 0, 1]]), np.array([6, 5, 5, 0, 4])

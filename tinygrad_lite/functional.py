@@ -85,12 +85,36 @@ def _keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: np.random.Generator
 
 
 @functools.lru_cache(maxsize=256)
-def _causal_mask(tq: int, tk: int) -> np.ndarray:
-    """(tq, tk) bool, True = masked. Query i sits at absolute position i + (tk - tq) (KV-cache decoding),
-    so it may see keys j <= i + tk - tq."""
-    mask = np.triu(np.ones((tq, tk), dtype=bool), k=tk - tq + 1)
-    mask.flags.writeable = False
-    return mask
+def _causal_bias(tq: int, tk: int, dtype: np.dtype) -> np.ndarray:
+    """(tq, tk): 0 where query i may see key j, -inf where it may not (added to the scores).
+    Query i sits at absolute position i + (tk - tq) (KV-cache decoding), so it sees keys j <= i + tk - tq."""
+    bias = np.zeros((tq, tk), dtype=dtype)
+    bias[np.triu_indices(tq, k=tk - tq + 1, m=tk)] = -np.inf
+    bias.flags.writeable = False
+    return bias
+
+
+@functools.lru_cache(maxsize=256)
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of n ones: `x @ _ones(n)` sums the rows of x as one GEMV, several times faster
+    than x.sum(axis=-1) for short rows (NumPy reduces a short contiguous row element by element)."""
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+# |x| below which exp(x) is a normal float: float32 from 1.2e-38 (e^-87.3) to 3.4e38 (e^88.7)
+_EXP_SAFE = {np.dtype(np.float32): 80.0, np.dtype(np.float64): 700.0}
+
+
+def _row_sum(x: np.ndarray) -> np.ndarray:
+    """sum over the last axis, keepdims: x (..., n) -> (..., 1)."""
+    return (x @ _ones(x.shape[-1], x.dtype))[..., None]
+
+
+def _col_sum(x2: np.ndarray) -> np.ndarray:
+    """sum over the rows of a 2-D array: x2 (N, n) -> (n,) (a bias gradient), as one GEMV."""
+    return _ones(x2.shape[0], x2.dtype) @ x2
 
 
 # ------------------------------------------------------------------ erf / erfc in float64
@@ -323,8 +347,9 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} shape {p.shape} must be (C,) = ({C},) "
                              f"for x of shape {x.shape} (normalised over the last axis)")
-    xhat = x.data - x.data.mean(axis=-1, keepdims=True)  # (..., C)
-    rstd = np.square(xhat).mean(axis=-1, keepdims=True)  # var, (..., 1)
+    inv_c = x.dtype.type(1.0 / C)
+    xhat = x.data - _row_sum(x.data) * inv_c  # x - mean, (..., C)
+    rstd = _row_sum(np.square(xhat)) * inv_c  # var, (..., 1)
     rstd += eps
     np.sqrt(rstd, out=rstd)
     np.reciprocal(rstd, out=rstd)  # 1 / sqrt(var + eps)
@@ -340,20 +365,20 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
         if x.requires_grad:
             # with gx = g * weight: dx = rstd (gx - mean(gx) - xhat mean(gx xhat))
             if weight is None:
-                m1, m2 = g.mean(axis=-1, keepdims=True), gxh.mean(axis=-1, keepdims=True)
+                m1, m2 = _row_sum(g) * inv_c, _row_sum(gxh) * inv_c
                 gx = g
             else:
                 w = weight.data
-                m1, m2 = (g @ w)[..., None] / C, (gxh @ w)[..., None] / C  # mean(g w), mean(g w xhat)
+                m1, m2 = (g @ w)[..., None] * inv_c, (gxh @ w)[..., None] * inv_c  # mean(g w), mean(g w xhat)
                 gx = g * w
             dx = xhat * m2
             np.subtract(gx, dx, out=dx)
             dx -= m1
             dx *= rstd
         if weight is not None and weight.requires_grad:
-            dw = gxh.reshape(-1, C).sum(axis=0)  # dweight = sum over positions of g xhat
+            dw = _col_sum(gxh.reshape(-1, C))  # dweight = sum over positions of g xhat
         if bias is not None and bias.requires_grad:
-            db = g.reshape(-1, C).sum(axis=0)  # dbias = sum over positions of g
+            db = _col_sum(g.reshape(-1, C))  # dbias = sum over positions of g
         return (dx,) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
     return Tensor._make(y, parents, backward, "layer_norm")
 
@@ -401,7 +426,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         dw = x2.T @ g2 if weight.requires_grad else None  # dW = x^T g
         if bias is None:
             return dx, dw
-        return dx, dw, (g2.sum(axis=0) if bias.requires_grad else None)  # db = sum_rows g
+        return dx, dw, (_col_sum(g2) if bias.requires_grad else None)  # db = sum_rows g
     return Tensor._make(y, parents, backward, "linear")
 
 
@@ -442,11 +467,19 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         raise ValueError(f"scaled_dot_product_attention: causal needs Tq <= Tk, got Tq={tq}, Tk={tk}")
     scale = 1.0 / math.sqrt(d)
 
-    s = np.matmul(q.data, np.swapaxes(k.data, -1, -2))  # (..., Tq, Tk)
-    s *= scale
+    qs = q.data * dtype.type(scale)  # (..., Tq, D): scaling q costs less than scaling the (Tq, Tk) scores
+    s = np.matmul(qs, np.swapaxes(k.data, -1, -2))  # (..., Tq, Tk) = q k^T / sqrt(D)
+    # softmax over the keys, in place. Scores all within +-_EXP_SAFE (the usual case) need no shift by
+    # the row max: exp(s) then neither overflows nor leaves the normal range, so it is as accurate,
+    # and NumPy's row-wise max over short rows costs more than the rest of the softmax.
+    no_shift = -_EXP_SAFE[dtype] < s.min() and s.max() < _EXP_SAFE[dtype]  # (NaN: False)
     if causal:
-        np.copyto(s, -np.inf, where=_causal_mask(tq, tk))
-    p = _softmax_np(s, axis=-1, out=s)  # in place; masked entries are exactly 0
+        s += _causal_bias(tq, tk, dtype)  # -inf on the future: those probabilities are exactly 0
+    if no_shift:
+        z = _row_sum(np.exp(s, out=s))
+    else:
+        _, _, z = _shifted_exp(s, -1, out=s)
+    p = np.divide(s, z, out=s)  # (..., Tq, Tk)
     keep = _keep_mask(p.shape, dropout_p, dtype, rng) if training and dropout_p > 0 else None
     pd = p if keep is None else p * keep
     out = np.matmul(pd, v.data)  # (..., Tq, Dv)
@@ -459,13 +492,15 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
             dp = np.matmul(g, np.swapaxes(v.data, -1, -2))  # dP = g V^T
             if keep is not None:
                 dp *= keep
-            row = (dp * p).sum(axis=-1, keepdims=True)  # softmax: dS = P (dP - sum(dP P))
-            dp -= row
-            dp *= p
-            dp *= scale  # fold 1/sqrt(D) into dS once
+            # softmax: dS = P (dP - r), r_i = sum_j dP_ij P_ij = g_i . out_i (FlashAttention's trick:
+            # a dot over Dv instead of a sum over Tk; it holds with dropout too, out = (P keep) V)
+            dp -= np.einsum("...d,...d->...", g, out)[..., None]
+            dp *= p  # dS, the gradient of the scaled scores
             if q.requires_grad:
-                dq = unbroadcast(np.matmul(dp, k.data), q.shape)  # dQ = dS K / sqrt(D)
+                dq = np.matmul(dp, k.data)
+                dq *= dtype.type(scale)
+                dq = unbroadcast(dq, q.shape)  # dQ = dS K / sqrt(D)
             if k.requires_grad:
-                dk = unbroadcast(np.matmul(np.swapaxes(dp, -1, -2), q.data), k.shape)  # dK = dS^T Q / sqrt(D)
+                dk = unbroadcast(np.matmul(np.swapaxes(dp, -1, -2), qs), k.shape)  # dK = dS^T Q / sqrt(D)
         return dq, dk, dv
     return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")

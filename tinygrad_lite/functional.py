@@ -294,27 +294,25 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     if approximate == "tanh":
         xc = np.clip(xd, -_GELU_CLIP, _GELU_CLIP)  # keeps x^3 finite for huge |x|
         th = xc * xc
-        th *= _GELU_A
-        th += 1.0
+        th *= _GELU_C * _GELU_A
+        th += _GELU_C
         th *= xc
-        th *= _GELU_C
-        np.tanh(th, out=th)  # th = tanh(c (x + a x^3))
-        y = th + 1.0
+        np.tanh(th, out=th)  # th = tanh(c (x + a x^3)) = tanh(x (c + c a x^2))
+        y = np.add(th, 1.0, out=xc)
         y *= xd
-        y *= 0.5
+        y *= 0.5  # y = 0.5 x (1 + th)
 
-        def backward(g):  # dy/dx = 0.5 (1 + th) + 0.5 x (1 - th^2) c (1 + 3 a x^2)
+        def backward(g):  # dy/dx = 0.5 (1 + th) + 0.5 c x (1 + 3 a x^2) (1 - th^2)
             xc = np.clip(xd, -_GELU_CLIP, _GELU_CLIP)  # where clipped, 1 - th^2 == 0 anyway
             d = xc * xc
-            d *= 3.0 * _GELU_A
-            d += 1.0
-            d *= xc
-            d *= 0.5 * _GELU_C
-            sech2 = th * th
-            np.subtract(1.0, sech2, out=sech2)
-            d *= sech2
-            np.multiply(th, 0.5, out=sech2)
-            d += sech2
+            d *= 1.5 * _GELU_C * _GELU_A
+            d += 0.5 * _GELU_C
+            d *= xc  # 0.5 c x (1 + 3 a x^2)
+            t = np.multiply(th, th, out=xc)
+            np.subtract(1.0, t, out=t)
+            d *= t  # ... (1 - th^2)
+            np.multiply(th, 0.5, out=t)
+            d += t
             d += 0.5
             d *= g
             return (d,)

@@ -223,6 +223,29 @@ def test_one_array_returned_to_two_parents_is_not_shared(order):
 
 
 # ------------------------------------------------------------------------ no_grad
+@pytest.mark.parametrize("order", ["dense-first", "slices-first"])
+def test_slice_gradients_merge_with_dense_and_each_other(order):
+    """Slices (overlapping, split chunks, None/Ellipsis/negative steps) of a leaf and of an op's output,
+    plus a dense use: every way sparse slice gradients meet, against finite differences."""
+    from tinygrad_lite import gradcheck
+    rng = np.random.default_rng(3)
+    r = [rng.standard_normal(s) for s in ((2, 4, 4), (2, 2, 4), (2, 3, 4), (2, 4, 1), (2, 1, 3, 2), (4, 4))]
+
+    def fn(x):
+        h = x * 1.5  # an op output: its slice gradients merge before its own backward
+        a, b, c = h.split([1, 2, 1], axis=1)
+        parts = [(Tensor.cat([a, b, c], axis=1) * r[0]).sum(),
+                 (h[:, 1:3] * r[1]).sum(), (h[:, :3] * r[2]).sum(),  # overlapping slices
+                 (x[..., 2:3] * r[3]).sum(), (x[:, None, ::-1, 1::2][..., :3, :] * r[4]).sum(),
+                 (x[1, :, ::-1] * r[5]).sum()]  # slices of the leaf itself
+        dense = (x * x).sum()
+        total = dense
+        for p in parts:
+            total = total + p if order == "dense-first" else p + total
+        return total
+    assert gradcheck(fn, [leaf(rng.standard_normal((2, 4, 4)))])
+
+
 def test_no_grad_context_records_no_graph():
     x = leaf([1.0, 2.0])
     with no_grad():

@@ -200,6 +200,6 @@ def run_backward_checked(node, g: np.ndarray):
     grads = node._backward(g)
     for i, pg in enumerate(grads):
         if pg is not None:
-            check_finite(getattr(pg, "rows", pg), node._op, node._parents, "backward", node._trace,  # RowGrad: rows
+            check_finite(getattr(pg, "values", pg), node._op, node._parents, "backward", node._trace,  # SparseGrad
                          f"the gradient for input {i}")
     return grads

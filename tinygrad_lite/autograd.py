@@ -12,28 +12,58 @@ import numpy as np
 from . import _state
 
 
-class RowGrad:
-    """A gradient that is zero but for some rows: dense[ids[i]] += rows[i] (an embedding's backward).
+class SparseGrad:
+    """A gradient that is zero but for a part of the array (an embedding's rows, a slice).
 
-    The engine adds it into a gradient that already exists (a tied LM head's) in place, touching only
-    those rows, instead of materialising a (n, C) array of zeros first.
+    The engine adds it into a gradient that already exists in place, touching only that part, instead
+    of materialising an array of zeros first; `dense()` makes the full array when one is needed.
+    `values` holds the nonzero part (anomaly mode checks it).
     """
-    __slots__ = ("ids", "rows", "shape", "dtype")
+    __slots__ = ("values", "shape", "dtype")
+
+    def add_to(self, out: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def dense(self) -> np.ndarray:
+        return self.add_to(np.zeros(self.shape, self.dtype))
+
+
+class RowGrad(SparseGrad):
+    """dense[ids[i]] += values[i]: the backward of an embedding lookup, (n, C) with few rows touched."""
+    __slots__ = ("ids",)
 
     def __init__(self, ids: np.ndarray, rows: np.ndarray, n: int):
         order = np.argsort(ids, kind="stable")  # coalesce repeated ids: one summed row per distinct id
         s = ids[order]
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
         self.ids = s[starts]
-        self.rows = np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0]
+        self.values = np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0]
         self.shape, self.dtype = (n, rows.shape[1]), rows.dtype
 
     def add_to(self, out: np.ndarray) -> np.ndarray:
-        out[self.ids] += self.rows  # ids are distinct, so fancy-index += is exact
+        out[self.ids] += self.values  # ids are distinct, so fancy-index += is exact
+        return out
+
+
+class SliceGrad(SparseGrad):
+    """dense[index] = values for a basic index (ints, slices, None, Ellipsis): the backward of x[index].
+
+    The chunks of a split meet at their source: the first becomes the dense gradient, the others are
+    written into their own slices of it, with no full-size zeros or sums per chunk.
+    """
+    __slots__ = ("index",)
+
+    def __init__(self, index, values: np.ndarray, shape: tuple, dtype: np.dtype):
+        self.index, self.values, self.shape, self.dtype = index, values, shape, dtype
+
+    def add_to(self, out: np.ndarray) -> np.ndarray:
+        out[self.index] += self.values
         return out
 
     def dense(self) -> np.ndarray:
-        return self.add_to(np.zeros(self.shape, self.dtype))
+        out = np.zeros(self.shape, self.dtype)
+        out[self.index] = self.values
+        return out
 
 
 def toposort(root, only_grad: bool = True) -> list:
@@ -69,7 +99,7 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         if entry is None:
             continue
         g = entry[0]
-        if isinstance(g, RowGrad) and (node._hooks or node._retain or node._backward is not None):
+        if isinstance(g, SparseGrad) and (node._hooks or node._retain or node._backward is not None):
             g, entry[1] = g.dense(), True
         if node._hooks:
             g = _state.run_hooks(node, g)
@@ -104,16 +134,16 @@ def run_backward(root, grad: np.ndarray, retain_graph: bool) -> None:
 
 
 def _sum(slot: list | None, g, owned: bool) -> list:
-    """Add gradient g (an ndarray or a RowGrad) to slot = [gradient so far, owned]; returns the new slot.
+    """Add gradient g (an ndarray or a SparseGrad) to slot = [gradient so far, owned]; returns the new slot.
     An owned array is added into in place; anything else is copied before it is modified."""
     if slot is None:
         return [g, owned]
     acc, acc_owned = slot
-    if isinstance(acc, RowGrad):  # make the dense one the accumulator
+    if isinstance(acc, SparseGrad):  # make the dense one the accumulator
         acc, acc_owned, g, owned = g, owned, acc, False
-        if isinstance(acc, RowGrad):
+        if isinstance(acc, SparseGrad):
             acc, acc_owned = acc.dense(), True
-    if isinstance(g, RowGrad):
+    if isinstance(g, SparseGrad):
         if not acc_owned:
             acc, acc_owned = np.array(acc), True
         return [g.add_to(acc), True]
@@ -132,7 +162,7 @@ def _root(a: np.ndarray) -> np.ndarray:
 
 
 def _accumulate_leaf(leaf, g, owned: bool) -> None:
-    if isinstance(g, RowGrad):  # only the touched rows: dense on first use, else added in place
+    if isinstance(g, SparseGrad):  # only the touched part: dense on first use, else added in place
         g, owned = (g.dense(), True) if leaf.grad is None else (g.add_to(leaf.grad), None)
         if owned is None:
             return

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import _state
-from .autograd import RowGrad, run_backward  # noqa: F401  (RowGrad: for functional ops)
+from .autograd import RowGrad, SliceGrad, run_backward  # noqa: F401  (RowGrad: for functional ops)
 from ._state import is_grad_enabled, no_grad, enable_grad, get_default_dtype, set_default_dtype  # noqa: F401
 
 Backward = Callable[[np.ndarray], tuple]
@@ -342,11 +342,10 @@ class Tensor:
         index = _unwrap_index(index)
         x = self.data
         def backward(g):  # scatter g back; repeated integer indices accumulate
+            if not _is_advanced(index):
+                return (SliceGrad(index, g, x.shape, x.dtype),)  # sparse: only the indexed part
             out = np.zeros_like(x)
-            if _is_advanced(index):
-                np.add.at(out, index, g)
-            else:
-                out[index] = g
+            np.add.at(out, index, g)
             return (out,)
         return Tensor._make(x[index], (self,), backward, "getitem")
 

@@ -7,29 +7,45 @@
 # nanoGPT's loop with its RNG order reproduces 1.8857 at step 2000, and the same model measured over
 # 200 batches gives 1.898 (seeds 1, 2: 1.893, 1.909). This script gives 1.904 (seeds 1, 2: 1.905, 1.900).
 #
-#   bash benchmarks/shakespeare_char.sh            # PYTHON, DATA and OUT may be set in the environment
+#   bash benchmarks/shakespeare_char.sh            # PYTHON, DATA, OUT and SEED may be set in the environment
 #
-# Prints the final val loss and the wall time of the whole `python -m gpt train` command.
+# Prints the final val loss and the wall time of the whole `python -m gpt train` command. When torch
+# is installed (and TORCH_REFERENCE is not 0) it then runs shakespeare_char_torch.py, the same run in
+# PyTorch from the same initial weights and batches, and prints its loss and time beside ours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 DATA=${DATA:-../shared/data/tinyshakespeare.txt}
 OUT=${OUT:-$(mktemp -d)/shakespeare-char}
+SEED=${SEED:-1337}
 
 start=$(date +%s.%N)
 "$PYTHON" -m gpt train --data "$DATA" --tokenizer char \
     --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --dropout 0.0 \
     --batch-size 12 --max-iters 2000 --lr 1e-3 --min-lr 1e-4 --warmup-iters 100 \
     --beta1 0.9 --beta2 0.99 --weight-decay 0.1 --grad-clip 1.0 \
-    --eval-interval 250 --eval-iters 20 --final-eval-iters 200 --seed 1337 \
+    --eval-interval 250 --eval-iters 20 --final-eval-iters 200 --seed "$SEED" \
     --out "$OUT" --no-progress
 end=$(date +%s.%N)
 
-"$PYTHON" - "$OUT/metrics.json" "$start" "$end" <<'PY'
+torch_json=""
+if [ "${TORCH_REFERENCE:-1}" != 0 ] && "$PYTHON" -c "import torch" 2>/dev/null; then
+    t0=$(date +%s.%N)
+    torch_json=$("$PYTHON" benchmarks/shakespeare_char_torch.py --data "$DATA" --seed "$SEED" 2>/dev/null)
+    t1=$(date +%s.%N)
+    torch_json="$torch_json $t0 $t1"
+fi
+
+"$PYTHON" - "$OUT/metrics.json" "$start" "$end" "$torch_json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 wall = float(sys.argv[3]) - float(sys.argv[2])
 print(f"final val loss {m['val_loss']:.4f} (train {m['train_loss']:.4f}) over 200 batches after {m['iters']} iters")
 print(f"wall time {wall:.1f} s (training loop {m['seconds']:.1f} s, {m['tokens_per_second']:,.0f} tokens/s)")
+if sys.argv[4]:
+    text, t0, t1 = sys.argv[4].rsplit(" ", 2)
+    t, t_wall = json.loads(text), float(t1) - float(t0)
+    print(f"PyTorch, same weights and batches: val loss {t['val_loss']:.4f} (train {t['train_loss']:.4f}), "
+          f"wall time {t_wall:.1f} s; ours/torch wall time {wall / t_wall:.2f}x")
 print("PASS: val loss <= 1.89" if m["val_loss"] <= 1.89 else "FAIL: val loss > 1.89")
 PY

@@ -1,6 +1,6 @@
 """`python -m gpt train`: train a GPT on a UTF-8 text file (see gpt/train.py for the loop).
 
-Example (nanoGPT's CPU run on character-level Shakespeare, about val loss 1.88 after 2000 iters):
+Example (nanoGPT's CPU run on character-level Shakespeare: val loss about 1.90 after 2000 iters):
 
     python -m gpt train --data input.txt --tokenizer char --n-layer 4 --n-head 4 --n-embd 128 \\
         --block-size 64 --batch-size 12 --max-iters 2000 --lr 1e-3 --min-lr 1e-4 --warmup-iters 100 \\

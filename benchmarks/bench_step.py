@@ -142,7 +142,8 @@ def _vm_hwm_mb() -> float:
 
 # ------------------------------------------------------------------ one process per side
 def worker(side: str, name: str, weights: str) -> None:
-    """Serve "step" requests on stdin with one timed training step each, answering on stdout.
+    """Serve "step N" requests on stdin with N back-to-back training steps each, answering on stdout
+    with their mean time.
 
     Each side lives in its own process so that neither's thread pools (OpenBLAS, OpenMP, ours) spin
     inside the other's step, and so that its peak RSS is its own. The torch side takes our initial
@@ -158,10 +159,12 @@ def worker(side: str, name: str, weights: str) -> None:
         runner = Torch(cfg, np.load(weights))
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        if line.strip() == "step":
+        if line.startswith("step"):
+            n = int(line.split()[1])
             t = time.perf_counter()
-            loss = runner.step(x, y)
-            reply = {"seconds": time.perf_counter() - t, "loss": loss}
+            for _ in range(n):
+                loss = runner.step(x, y)
+            reply = {"seconds": (time.perf_counter() - t) / n, "loss": loss}
         else:
             reply = {"peak_rss_mb": _vm_hwm_mb()}
         print(json.dumps(reply), flush=True)
@@ -192,7 +195,7 @@ class Side:
 
 
 def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, pause: float,
-          tuned_torch: bool) -> None:
+          tuned_torch: bool, burst: int) -> None:
     overrides, B, T = CONFIGS[name]
     cfg = GPTConfig(**overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,14 +203,14 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
         sides = {"ours": Side("ours", name, weights)}
         if have_torch:
             sides["torch"] = Side("torch", name, weights, tuned_torch)
-        first = {k: s.ask("step")["loss"] for k, s in sides.items()}  # same weights, same batch
+        first = {k: s.ask("step 1")["loss"] for k, s in sides.items()}  # same weights, same batch
         if have_torch:
             assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
         times = {k: [] for k in sides}
         for i in range(max(warmup - 1, 0) + runs):
             for k, s in sides.items():  # interleaved A/B; the pause lets idle threads park
                 time.sleep(pause)
-                seconds = s.ask("step")["seconds"]
+                seconds = s.ask(f"step {burst}")["seconds"]
                 if i >= warmup - 1:
                     times[k].append(seconds)
         mem = {k: s.ask("rss")["peak_rss_mb"] for k, s in sides.items()}
@@ -231,6 +234,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7, help="timed steps per side (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first (default 2)")
     ap.add_argument("--pause", type=float, default=0.2, help="seconds of idle before each step (default 0.2)")
+    ap.add_argument("--burst", type=int, default=1,
+                    help="steps run back to back per timed sample, as in a training loop; the sample is their "
+                         "mean (default 1)")
     ap.add_argument("--tuned-torch", action="store_true",
                     help="run PyTorch with our malloc setting too (tinygrad_lite.memory); default: as users run it")
     ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
@@ -248,7 +254,7 @@ def main() -> None:
     peak = sgemm_peak()
     print(f"NumPy {np.__version__} float32 GEMM peak: {peak:.0f} GFLOP/s")
     for name in args.config or list(CONFIGS):
-        bench(name, args.runs, args.warmup, have_torch, peak, args.pause, args.tuned_torch)
+        bench(name, args.runs, args.warmup, have_torch, peak, args.pause, args.tuned_torch, args.burst)
 
 
 if __name__ == "__main__":

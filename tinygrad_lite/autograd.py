@@ -46,7 +46,7 @@ class RowGrad(SparseGrad):
 
 
 class SliceGrad(SparseGrad):
-    """dense[index] = values for a basic index (ints, slices, None, Ellipsis): the backward of x[index].
+    """Zero but for dense[index] = values, a basic index (ints, slices, None, Ellipsis): x[index]'s backward.
 
     The chunks of a split meet at their source: the first becomes the dense gradient, the others are
     written into their own slices of it, with no full-size zeros or sums per chunk.

@@ -340,14 +340,14 @@ class Tensor:
 
     def __getitem__(self, index) -> "Tensor":
         index = _unwrap_index(index)
-        x = self.data
+        shape, dtype = self.shape, self.dtype  # the backward needs no more of x than this
         def backward(g):  # scatter g back; repeated integer indices accumulate
             if not _is_advanced(index):
-                return (SliceGrad(index, g, x.shape, x.dtype),)  # sparse: only the indexed part
-            out = np.zeros_like(x)
+                return (SliceGrad(index, g, shape, dtype),)  # sparse: only the indexed part
+            out = np.zeros(shape, dtype)
             np.add.at(out, index, g)
             return (out,)
-        return Tensor._make(x[index], (self,), backward, "getitem")
+        return Tensor._make(self.data[index], (self,), backward, "getitem")
 
     def split(self, size_or_sizes, axis: int = 0) -> list["Tensor"]:
         """PyTorch semantics: an int is the chunk size (last may be smaller); a list gives the sizes."""

@@ -70,13 +70,6 @@ def _shifted_exp(x: np.ndarray, axis: int, out: np.ndarray | None = None):
     return e, m, s
 
 
-def _softmax_np(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.ndarray:
-    """Stable softmax of an ndarray (fully -inf rows give zeros); `out` may be `x` itself."""
-    e, _, s = _shifted_exp(x, axis, out)
-    e /= s
-    return e
-
-
 def _keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: np.random.Generator | None) -> np.ndarray:
     """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0, in `dtype`."""
     rng = _default_rng if rng is None else rng
@@ -193,7 +186,8 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     A slice that is entirely -inf (fully masked) gives zeros (and a zero gradient), not NaN.
     """
     _floats("softmax", x=x)
-    y = _softmax_np(x.data, axis)
+    y, _, z = _shifted_exp(x.data, axis)
+    y /= z
 
     def backward(g):  # dx = y * (g - sum(g * y))
         gy = g * y

@@ -359,7 +359,7 @@ def test_attention_dropout():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_with_huge_scores(dtype, causal):
-    """Scores beyond +-80 (float32) / +-700 (float64) take the max-shifted softmax; nothing overflows."""
+    """Scores beyond +-60 (float32) / +-600 (float64) take the max-shifted softmax; nothing overflows."""
     q, k, v = (RNG.standard_normal((2, 2, 5, 4)) for _ in range(3))
     q[0, 1] *= 1e3 if dtype == np.float32 else 1e4  # scores of order 1e3 / 1e4 in one head only
     ts = [Tensor(a, requires_grad=True, dtype=dtype) for a in (q, k, v)]
@@ -367,7 +367,8 @@ def test_attention_with_huge_scores(dtype, causal):
         out = F.scaled_dot_product_attention(*ts, causal=causal)
         out.backward(RNG.standard_normal(out.shape))
     ref = attention_ref(q, k, v, causal)
-    np.testing.assert_allclose(out.data, ref, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-4 if dtype == np.float32 else 1e-12)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out.data, ref, rtol=tol, atol=tol)
     assert all(np.isfinite(t.grad).all() for t in ts)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinygrad_lite import get_default_dtype, is_grad_enabled, no_grad, set_default_dtype
+from tinygrad_lite import get_default_dtype, gradcheck, is_grad_enabled, no_grad, set_default_dtype
 from tinygrad_lite.tensor import Tensor
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -227,7 +227,6 @@ def test_one_array_returned_to_two_parents_is_not_shared(order):
 def test_slice_gradients_merge_with_dense_and_each_other(order):
     """Slices (overlapping, split chunks, None/Ellipsis/negative steps) of a leaf and of an op's output,
     plus a dense use: every way sparse slice gradients meet, against finite differences."""
-    from tinygrad_lite import gradcheck
     rng = np.random.default_rng(3)
     r = [rng.standard_normal(s) for s in ((2, 4, 4), (2, 2, 4), (2, 3, 4), (2, 4, 1), (2, 1, 3, 2), (4, 4))]
 

@@ -4,7 +4,7 @@ import inspect
 import numpy as np
 import pytest
 
-import tinygrad_lite._state as state
+import tinygrad_lite.observe as observe
 import tinygrad_lite.nn as nn
 from gpt import GPT, GPTConfig
 from tinygrad_lite import AnomalyError, Tensor, detect_anomaly

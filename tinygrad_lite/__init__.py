@@ -1,15 +1,21 @@
-"""tinygrad_lite: a small autograd engine on NumPy."""
-from ._state import (AnomalyError, detect_anomaly, enable_grad, get_default_dtype, is_grad_enabled,
-                     no_grad, set_default_dtype)
+"""tinygrad_lite: a small autograd engine on NumPy.
+
+Layers, each importing only those below it: state, observe -> backprop (the chain rule) -> function
+(Function, the op registry) -> tensor (Tensor, the primitive ops) -> functional (fused ops) ->
+autograd (grad, vjp/jvp/hvp), nn, optim, checkpoint -> fast (kernels beside the math, tested equal)
+-> tools (gradcheck, graph pictures, profiler, anomaly mode) -> this package's names.
+"""
+from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype, set_grad_enabled
+from .function import Function
 from .tensor import Tensor, unbroadcast
-from .gradcheck import GradcheckError, gradcheck  # the function shadows the submodule name
-from .profile import profile  # likewise the class
-from .memory import reuse_freed_memory
+from . import autograd, functional, nn, optim
+from . import fast
+from .fast import reuse_freed_memory
+from .tools.anomaly import AnomalyError, detect_anomaly
+from .tools.gradcheck import GradcheckError, gradcheck
+from .tools.profile import profile
 from . import graph  # noqa: E402  (tinygrad_lite.graph.to_dot / render)
 
-reuse_freed_memory()  # see memory.py: reuse freed blocks instead of page-faulting fresh ones each step
-
-__all__ = ["Tensor", "unbroadcast", "no_grad", "enable_grad", "is_grad_enabled", "get_default_dtype",
-           "set_default_dtype", "detect_anomaly", "AnomalyError", "gradcheck", "GradcheckError", "profile",
-           "reuse_freed_memory", "graph"]
-
+__all__ = ["Tensor", "Function", "unbroadcast", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+           "get_default_dtype", "set_default_dtype", "autograd", "detect_anomaly", "AnomalyError", "gradcheck",
+           "GradcheckError", "profile", "reuse_freed_memory", "graph", "fast"]

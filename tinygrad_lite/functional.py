@@ -1,9 +1,11 @@
-"""Fused ops: each is ONE graph node whose closed-form backward sits right below its forward.
+"""Fused ops: each is ONE graph node, a `Function` whose closed-form backward sits below its forward.
 
-Fusing saves memory and time over composing primitives (softmax alone would be five nodes), and lets
-each op be numerically stable by construction (max-subtraction, erfc tails, saturating tanh).
-Every op keeps the float dtype of its inputs (float32 in -> float32 out) and refuses mixed float dtypes.
-Integer inputs (token ids, targets) are captured by the closures; they are never graph parents.
+Fusing saves memory and time over composing primitives (softmax alone would be five nodes) and lets
+each op be numerically stable by construction (max-subtraction, erfc tails, a saturating tanh). Each
+backward is written in Tensor ops, recomputing from the saved inputs what depends on them, so that
+it can itself be differentiated (`create_graph=True`); `tinygrad_lite.fast` holds faster kernels for
+these ops, tested equal to them. Every op keeps its inputs' float dtype and refuses mixed dtypes.
+Integer inputs (token ids, targets) are plain arrays for the backward; they are never graph inputs.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import math
 
 import numpy as np
 
-from .autograd import RowGrad
-from .tensor import Tensor, unbroadcast
+from . import special
+from .function import Function, register
+from .tensor import IndexAdd, Tensor, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "gelu", "layer_norm", "embedding", "linear",
            "dropout", "scaled_dot_product_attention"]
@@ -54,23 +57,21 @@ def _check_p(op: str, p: float) -> None:
         raise ValueError(f"{op}: dropout probability must be in [0, 1), got {p}")
 
 
-# ------------------------------------------------------------------ shared NumPy kernels
-def _shifted_exp(x: np.ndarray, axis: int, out: np.ndarray | None = None):
+def shifted_exp(x: np.ndarray, axis: int):
     """e = exp(x - m), m = max over `axis`, s = sum(e) over `axis`; returns (e, m, s), m and s keepdims.
 
-    A row that is entirely -inf (fully masked) gets m = 0 (so e = 0, not exp(-inf + inf) = NaN)
+    A slice that is entirely -inf (fully masked) gets m = 0 (so e = 0, not exp(-inf + inf) = NaN)
     and s = 1 (so e / s = 0 and log(s) = 0): softmax is 0 there and log_softmax is -inf.
     """
-    m = x.max(axis=axis, keepdims=True)
+    m = x.max(axis=axis, keepdims=True, initial=-np.inf)  # initial: an empty axis has max -inf
     m[np.isneginf(m)] = 0.0
-    e = np.subtract(x, m, out=out)
-    np.exp(e, out=e)
+    e = np.exp(x - m)
     s = e.sum(axis=axis, keepdims=True)
     s[s == 0] = 1.0
     return e, m, s
 
 
-def _keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: np.random.Generator | None) -> np.ndarray:
+def keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: np.random.Generator | None) -> np.ndarray:
     """Inverted-dropout mask: 1/(1-p) with probability 1-p, else 0, in `dtype`."""
     rng = _default_rng if rng is None else rng
     u = rng.random(shape, dtype=np.float32 if dtype == np.float32 else np.float64)
@@ -78,7 +79,7 @@ def _keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: np.random.Generator
 
 
 @functools.lru_cache(maxsize=256)
-def _causal_bias(tq: int, tk: int, dtype: np.dtype) -> np.ndarray:
+def causal_bias(tq: int, tk: int, dtype: np.dtype) -> np.ndarray:
     """(tq, tk): 0 where query i may see key j, -inf where it may not (added to the scores).
     Query i sits at absolute position i + (tk - tq) (KV-cache decoding), so it sees keys j <= i + tk - tq."""
     bias = np.zeros((tq, tk), dtype=dtype)
@@ -87,133 +88,92 @@ def _causal_bias(tq: int, tk: int, dtype: np.dtype) -> np.ndarray:
     return bias
 
 
-@functools.lru_cache(maxsize=256)
-def _ones(n: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only vector of n ones: `x @ _ones(n)` sums the rows of x as one GEMV, several times faster
-    than x.sum(axis=-1) for short rows (NumPy reduces a short contiguous row element by element)."""
-    ones = np.ones(n, dtype=dtype)
-    ones.flags.writeable = False
-    return ones
-
-
-# |x| within which exp(x) is a normal float with room to spare: float32 spans e^-87.3 to e^88.7, so
-# e^60 can be summed over 10^12 terms without overflow; float64 spans e^-708 to e^709
-_EXP_SAFE = {np.dtype(np.float32): 60.0, np.dtype(np.float64): 600.0}
-
-
-def _row_sum(x: np.ndarray) -> np.ndarray:
-    """sum over the last axis, keepdims: x (..., n) -> (..., 1)."""
-    return (x @ _ones(x.shape[-1], x.dtype))[..., None]
-
-
-def _col_sum(x2: np.ndarray) -> np.ndarray:
-    """sum over the rows of a 2-D array: x2 (N, n) -> (n,) (a bias gradient), as one GEMV."""
-    return _ones(x2.shape[0], x2.dtype) @ x2
-
-
-# ------------------------------------------------------------------ erf / erfc in float64
-# W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23 (1969):
-# erf(x) = x P(x^2)/Q(x^2) for |x| <= 0.5; erfc(x) = exp(-x^2) P(x)/Q(x) for 0.5 < x <= 4;
-# erfc(x) = exp(-x^2)/x (1/sqrt(pi) + P(1/x^2)/(x^2 Q(1/x^2))) for x > 4. About 1e-16 relative.
-_A = (3.16112374387056560e00, 1.13864154151050156e02, 3.77485237685302021e02, 3.20937758913846947e03,
-      1.85777706184603153e-1)
-_B = (2.36012909523441209e01, 2.44024637934444173e02, 1.28261652607737228e03, 2.84423683343917062e03)
-_C = (5.64188496988670089e-1, 8.88314979438837594e00, 6.61191906371416295e01, 2.98635138197400131e02,
-      8.81952221241769090e02, 1.71204761263407058e03, 2.05107837782607147e03, 1.23033935479799725e03,
-      2.15311535474403846e-8)
-_D = (1.57449261107098347e01, 1.17693950891312499e02, 5.37181101862009858e02, 1.62138957456669019e03,
-      3.29079923573345963e03, 4.36261909014324716e03, 3.43936767414372164e03, 1.23033935480374942e03)
-_P = (3.05326634961232344e-1, 3.60344899949804439e-1, 1.25781726111229246e-1, 1.60837851487422766e-2,
-      6.58749161529837803e-4, 1.63153871373020978e-2)
-_Q = (2.56852019228982242e00, 1.87295284992346725e00, 5.27905102951428412e-1, 6.05183413124413191e-2,
-      2.33520497626869185e-3)
-
-
-def _ratio(z: np.ndarray, num: tuple, den: tuple) -> np.ndarray:
-    """Cody's nested evaluation of (num[-1] z^n + ... + num[n-1]) / (z^n + ... + den[n-1])."""
-    n, d = num[-1] * z, z.copy()
-    for a, b in zip(num[:-2], den[:-1]):
-        n += a
-        n *= z
-        d += b
-        d *= z
-    n += num[-2]
-    d += den[-1]
-    n /= d
-    return n
-
-
-def _erf_small(x: np.ndarray) -> np.ndarray:  # |x| <= 0.5
-    return x * _ratio(x * x, _A, _B)
-
-
-def _erfc_large(y: np.ndarray) -> np.ndarray:  # y > 0.5
-    y = np.minimum(y, 30.0)  # erfc(30) underflows to 0; keeps y*y finite
-    r = np.empty_like(y)
-    mid = y <= 4.0
-    r[mid] = _ratio(y[mid], _C, _D)
-    yt = y[~mid]
-    z = 1.0 / (yt * yt)
-    r[~mid] = (1.0 / math.sqrt(math.pi) - z * _ratio(z, _P, _Q)) / yt
-    # exp(-y^2) = exp(-s^2) exp(-(y-s)(y+s)), s = y truncated to 1/16: the rounding of y*y would cost digits
-    s = np.floor(y * 16.0)
-    s /= 16.0
-    r *= np.exp(-s * s)
-    d = np.subtract(y, s)  # y - s
-    s += y  # y + s
-    d *= s
-    np.negative(d, out=d)
-    r *= np.exp(d, out=d)
-    return r
-
-
-def _erfc(x: np.ndarray) -> np.ndarray:
-    """Vectorised erfc = 1 - erf of a float64 array, accurate in both tails (no cancellation)."""
-    x = np.asarray(x, dtype=np.float64)
-    out = np.empty_like(x)
-    small = np.abs(x) <= 0.5
-    out[small] = 1.0 - _erf_small(x[small])
-    big = x[~small]
-    r = _erfc_large(np.abs(big))
-    out[~small] = np.where(big > 0, r, 2.0 - r)  # erfc(-y) = 2 - erfc(y)
-    return out
-
-
 # ------------------------------------------------------------------ softmax family
+@register
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, axis: int):
+        e, _, s = shifted_exp(x, axis)
+        y = e / s
+        ctx.axis = axis
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # dx = y * (g - sum(g * y))
+        (y,) = ctx.saved_tensors
+        return y * (g - (g * y).sum(ctx.axis, keepdims=True)), None
+
+
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along `axis`, computed as exp(x - max). Shape unchanged.
 
     A slice that is entirely -inf (fully masked) gives zeros (and a zero gradient), not NaN.
-    """
+    A 0-d x is one slice of one element (softmax 1), as in PyTorch."""
     _floats("softmax", x=x)
-    y, _, z = _shifted_exp(x.data, axis)
-    y /= z
+    return Softmax.apply(x.reshape(1), 0).reshape(()) if x.ndim == 0 else Softmax.apply(x, axis)
 
-    def backward(g):  # dx = y * (g - sum(g * y))
-        gy = g * y
-        row = gy.sum(axis=axis, keepdims=True)
-        np.subtract(g, row, out=gy)
-        gy *= y
-        return (gy,)
-    return Tensor._make(y, (x,), backward, "softmax")
+
+@register
+class LogSoftmax(Function):
+    name = "log_softmax"
+
+    @staticmethod
+    def forward(ctx, x, axis: int):
+        e, m, s = shifted_exp(x, axis)
+        y = (x - m) - np.log(s)
+        ctx.axis = axis
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # dx = g - softmax * sum(g), softmax = exp(y)
+        (y,) = ctx.saved_tensors
+        return g - y.exp() * g.sum(ctx.axis, keepdims=True), None
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along `axis`, computed as (x - max) - log(sum(exp(x - max))). Shape unchanged.
 
-    A slice that is entirely -inf (fully masked) gives -inf there; its gradient is g (softmax taken as 0).
-    """
+    A slice that is entirely -inf (fully masked) gives -inf there; its gradient is g (softmax taken as 0)."""
     _floats("log_softmax", x=x)
-    e, m, s = _shifted_exp(x.data, axis)
-    y = np.subtract(x.data, m, out=e)  # reuse the exp buffer
-    y -= np.log(s)
+    return LogSoftmax.apply(x.reshape(1), 0).reshape(()) if x.ndim == 0 else LogSoftmax.apply(x, axis)
 
-    def backward(g):  # dx = g - softmax * sum(g), softmax = exp(y)
-        p = np.exp(y)
-        p *= g.sum(axis=axis, keepdims=True)
-        np.subtract(g, p, out=p)
-        return (p,)
-    return Tensor._make(y, (x,), backward, "log_softmax")
+
+@register
+class CrossEntropy(Function):
+    name = "cross_entropy"
+
+    @staticmethod
+    def forward(ctx, logits, t, valid, reduction: str):
+        """logits (N, V); t (N,) target ids (0 where ignored); valid (N,) which targets count."""
+        e, m, s = shifted_exp(logits, axis=1)
+        rows = np.arange(t.size)
+        # -log softmax[t] = logsumexp - x_t = log(s) - (x_t - m): no cancellation between two big numbers
+        losses = np.where(valid, np.log(s[:, 0]) - (logits[rows, t] - m[:, 0]), 0).astype(logits.dtype)
+        n_valid = int(valid.sum())
+        ctx.t, ctx.valid, ctx.reduction, ctx.n_valid = t, valid, reduction, n_valid
+        ctx.save_for_backward(logits)
+        return reduce_losses(losses, reduction, n_valid)
+
+    @staticmethod
+    def backward(ctx, g):  # d loss_i / d logits_ij = w_i (softmax_ij - [j == t_i]), w_i = dL/d loss_i
+        (logits,) = ctx.saved_tensors
+        N, V = logits.shape
+        w = g if ctx.reduction == "none" else g.reshape(1).broadcast_to((N,))
+        if ctx.reduction == "mean":  # all targets ignored: the loss is NaN but the gradient is 0
+            w = w * (1.0 / max(ctx.n_valid, 1))
+        w = w * ctx.valid  # ignored rows get no gradient
+        onehot_w = IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V))  # w_i at (i, t_i), zeros elsewhere
+        return softmax(logits, -1) * w.reshape(N, 1) - onehot_w, None, None, None
+
+
+def reduce_losses(losses: np.ndarray, reduction: str, n_valid: int) -> np.ndarray:
+    """The per-row losses (N,), their sum, or their mean over the n_valid rows that count (NaN if none)."""
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    return np.asarray(total if reduction == "sum" else (total / n_valid if n_valid else np.nan), losses.dtype)
 
 
 def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None, reduction: str = "mean") -> Tensor:
@@ -223,9 +183,8 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None, redu
     reduction "mean": sum / (number of non-ignored targets), a scalar; if every target is ignored this is
     0/0 = NaN (as in PyTorch) and the gradient is all zeros. "sum": a scalar. "none": (...) per position.
     A row of all -inf logits gives loss +inf (probability 0) with a finite gradient.
-    Memory: one (N, V) buffer (exp(x - max), kept for backward) plus one for the gradient.
     """
-    dtype = _floats("cross_entropy", logits=logits)
+    _floats("cross_entropy", logits=logits)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     t = _indices("cross_entropy", "targets", targets)
@@ -242,39 +201,57 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None, redu
         raise ValueError(f"cross_entropy: target {int(t[i])} at position {pos} is outside the class range "
                          f"[0, V={V})" + (f" and is not ignore_index={ignore_index}" if ignore_index is not None
                                           else ""))
-    tt = np.where(valid, t, 0).astype(np.intp)  # ignored rows point at class 0; their weight is 0 below
-    rows = np.arange(t.size)
-    n_valid = int(valid.sum())
-
-    x2 = logits.data.reshape(-1, V)  # (N, V)
-    e, m, s = _shifted_exp(x2, axis=1)  # the one full-size buffer; softmax = e / s
-    # -log softmax[target] = logsumexp - x_t = log(s) - (x_t - m): no cancellation between two big numbers
-    losses = np.where(valid, np.log(s[:, 0]) - (x2[rows, tt] - m[:, 0]), 0).astype(dtype, copy=False)  # (N,)
-    if reduction == "none":
-        out = losses.reshape(logits.shape[:-1])
-    elif reduction == "sum":
-        out = np.asarray(losses.sum(), dtype=dtype)
-    else:
-        out = np.asarray(losses.sum() / n_valid if n_valid else np.nan, dtype=dtype)
-
-    def backward(g):  # d loss_i / d logits_ij = (softmax_ij - [j == t_i]) * w_i
-        if reduction == "none":
-            w = g.reshape(-1)
-        elif reduction == "sum":
-            w = g.item()
-        else:  # all targets ignored: the loss is NaN but the gradient is 0
-            w = g.item() / n_valid if n_valid else 0.0
-        w = np.where(valid, w, 0).astype(dtype)  # (N,) per-row weight; ignored rows 0
-        grad = np.multiply(e, w[:, None] / s)  # fresh (N, V): softmax * w, normalising on the way
-        grad[rows, tt] -= w
-        return (grad.reshape(logits.shape),)
-    return Tensor._make(out, (logits,), backward, "cross_entropy")
+    tt = np.where(valid, t, 0).astype(np.intp)  # ignored rows point at class 0; their weight is 0
+    loss = CrossEntropy.apply(logits.reshape(-1, V), tt, valid, reduction)
+    return loss.reshape(logits.shape[:-1]) if reduction == "none" else loss
 
 
 # ------------------------------------------------------------------ activations, normalisation
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_A = 0.044715
 _GELU_CLIP = 10.0  # tanh(c(x + a x^3)) == +-1 exactly beyond |x| ~ 7.6, so clipping at 10 changes nothing
+
+
+@register
+class NormalCDF(Function):
+    name = "normal_cdf"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return special.normal_cdf(x)  # Phi(x) = 0.5 erfc(-x / sqrt 2)
+
+    @staticmethod
+    def backward(ctx, g):  # d Phi / dx = phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+        (x,) = ctx.saved_tensors
+        return g * (x * x * -0.5).exp() * (1.0 / math.sqrt(2.0 * math.pi))
+
+
+def _clip(x: Tensor, lim: float) -> Tensor:
+    """x clipped to [-lim, lim] (a constant outside, so its gradient is 0 there)."""
+    return Tensor.where(np.abs(x.data) > lim, np.clip(x.data, -lim, lim), x)
+
+
+@register
+class GELU(Function):
+    @staticmethod
+    def forward(ctx, x, approximate: str):
+        ctx.approximate = approximate
+        ctx.save_for_backward(x)
+        if approximate == "tanh":
+            xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)  # keeps x^3 finite for huge |x|
+            return 0.5 * x * (1 + np.tanh(_GELU_C * (xc + _GELU_A * xc ** 3)))
+        return x * special.normal_cdf(x)  # exact: x Phi(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        if ctx.approximate == "tanh":  # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(c (x + a x^3))
+            xc = _clip(x, _GELU_CLIP)  # where clipped, 1 - t^2 == 0 anyway
+            t = (_GELU_C * (xc + _GELU_A * xc * xc * xc)).tanh()
+            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_A * xc * xc)), None
+        phi = (_clip(x, 40.0) * x * -0.5).exp() * (1.0 / math.sqrt(2.0 * math.pi))  # exp(-800) == 0: no overflow
+        return g * (NormalCDF.apply(x) + x * phi), None  # dy/dx = Phi(x) + x phi(x)
 
 
 def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
@@ -285,49 +262,41 @@ def gelu(x: Tensor, approximate: str = "tanh") -> Tensor:
     so the negative tail keeps full relative accuracy.
     """
     _floats("gelu", x=x)
-    xd = x.data
-    if approximate == "tanh":
-        xc = np.clip(xd, -_GELU_CLIP, _GELU_CLIP)  # keeps x^3 finite for huge |x|
-        th = xc * xc
-        th *= _GELU_C * _GELU_A
-        th += _GELU_C
-        th *= xc
-        np.tanh(th, out=th)  # th = tanh(c (x + a x^3)) = tanh(x (c + c a x^2))
-        y = np.add(th, 1.0, out=xc)
-        y *= xd
-        y *= 0.5  # y = 0.5 x (1 + th)
-
-        def backward(g):  # dy/dx = 0.5 (1 + th) + 0.5 c x (1 + 3 a x^2) (1 - th^2)
-            xc = np.clip(xd, -_GELU_CLIP, _GELU_CLIP)  # where clipped, 1 - th^2 == 0 anyway
-            d = xc * xc
-            d *= 1.5 * _GELU_C * _GELU_A
-            d += 0.5 * _GELU_C
-            d *= xc  # 0.5 c x (1 + 3 a x^2)
-            t = np.multiply(th, th, out=xc)
-            np.subtract(1.0, t, out=t)
-            d *= t  # ... (1 - th^2)
-            np.multiply(th, 0.5, out=t)
-            d += t
-            d += 0.5
-            d *= g
-            return (d,)
-    elif approximate == "none":
-        phi_cdf = (0.5 * _erfc(xd.astype(np.float64) * -math.sqrt(0.5))).astype(xd.dtype, copy=False)  # Phi(x)
-        y = xd * phi_cdf
-
-        def backward(g):  # dy/dx = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi)
-            xc = np.clip(xd, -40.0, 40.0)  # exp(-800) == 0: keeps x^2 finite
-            d = xc * xc
-            d *= -0.5
-            np.exp(d, out=d)
-            d *= 1.0 / math.sqrt(2.0 * math.pi)
-            d *= xd
-            d += phi_cdf
-            d *= g
-            return (d,)
-    else:
+    if approximate not in ("tanh", "none"):
         raise ValueError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
-    return Tensor._make(y, (x,), backward, "gelu")
+    return GELU.apply(x, approximate)
+
+
+@register
+class LayerNorm(Function):
+    name = "layer_norm"
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        # the mean, shifted by each row's first element: a constant row gives x - mean == 0 exactly, not a
+        # rounding error that 1/sqrt(eps) would amplify
+        x0 = x[..., :1]
+        xc = x - (x0 + (x - x0).mean(axis=-1, keepdims=True))
+        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+        ctx.eps = eps
+        ctx.save_for_backward(x, weight, bias)
+        y = xc * rstd
+        return (y if weight is None else y * weight) + (0 if bias is None else bias)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias = ctx.saved_tensors
+        nx, nw, nb = ctx.needs_input_grad[:3]
+        x0 = x[..., :1]
+        xc = x - (x0 + (x - x0).mean(-1, keepdims=True))
+        rstd = ((xc * xc).mean(-1, keepdims=True) + ctx.eps) ** -0.5
+        xhat = xc * rstd  # (..., C), as in the forward
+        gx = g if weight is None else g * weight
+        C = x.shape[-1]
+        dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) if nx else None
+        dw = (g * xhat).reshape(-1, C).sum(0) if nw else None  # dweight = sum over positions of g xhat
+        db = g.reshape(-1, C).sum(0) if nb else None  # dbias = sum over positions of g
+        return dx, dw, db, None
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -340,61 +309,52 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
         if p is not None and p.shape != (C,):
             raise ValueError(f"layer_norm: {name} shape {p.shape} must be (C,) = ({C},) "
                              f"for x of shape {x.shape} (normalised over the last axis)")
-    inv_c = x.dtype.type(1.0 / C)
-    xhat = x.data - _row_sum(x.data) * inv_c  # x - mean, (..., C)
-    rstd = _row_sum(np.square(xhat)) * inv_c  # var, (..., 1)
-    rstd += eps
-    np.sqrt(rstd, out=rstd)
-    np.reciprocal(rstd, out=rstd)  # 1 / sqrt(var + eps)
-    xhat *= rstd
-    y = xhat * weight.data if weight is not None else xhat.copy()
-    if bias is not None:
-        y += bias.data
-    parents = tuple(p for p in (x, weight, bias) if p is not None)
-
-    def backward(g):
-        gxh = g * xhat if (x.requires_grad or (weight is not None and weight.requires_grad)) else None
-        dx = dw = db = None
-        if x.requires_grad:
-            # with gx = g * weight: dx = rstd (gx - mean(gx) - xhat mean(gx xhat))
-            if weight is None:
-                m1, m2 = _row_sum(g) * inv_c, _row_sum(gxh) * inv_c
-                gx = g
-            else:
-                w = weight.data
-                m1, m2 = (g @ w)[..., None] * inv_c, (gxh @ w)[..., None] * inv_c  # mean(g w), mean(g w xhat)
-                gx = g * w
-            dx = xhat * m2
-            np.subtract(gx, dx, out=dx)
-            dx -= m1
-            dx *= rstd
-        if weight is not None and weight.requires_grad:
-            dw = _col_sum(gxh.reshape(-1, C))  # dweight = sum over positions of g xhat
-        if bias is not None and bias.requires_grad:
-            db = _col_sum(g.reshape(-1, C))  # dbias = sum over positions of g
-        return (dx,) + ((dw,) if weight is not None else ()) + ((db,) if bias is not None else ())
-    return Tensor._make(y, parents, backward, "layer_norm")
+    return LayerNorm.apply(x, weight, bias, eps)
 
 
 # ------------------------------------------------------------------ embedding, linear, dropout
+@register
+class Embedding(Function):
+    @staticmethod
+    def forward(ctx, weight, ids):
+        ctx.ids, ctx.shape = ids.reshape(-1), weight.shape
+        return weight[ids]
+
+    @staticmethod
+    def backward(ctx, g):  # dweight[v] = sum of g over the positions holding id v
+        return IndexAdd.apply(g.reshape(-1, ctx.shape[1]), ctx.ids, ctx.shape), None
+
+
 def embedding(idx, weight: Tensor) -> Tensor:
     """Row lookup: idx integer (...) ids in [0, V), weight (V, C) -> (..., C). Repeated ids accumulate grads."""
     _floats("embedding", weight=weight)
     if weight.ndim != 2:
         raise ValueError(f"embedding: weight must be 2-D (V, C), got shape {weight.shape}")
     ids = _indices("embedding", "idx", idx)
-    V, C = weight.shape
+    V = weight.shape[0]
     if ids.size and (ids.min() < 0 or ids.max() >= V):
         bad = np.unique(ids[(ids < 0) | (ids >= V)])
         raise ValueError(f"embedding: token id(s) {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''} "
                          f"outside the vocabulary [0, V={V})")
-    ids = ids.astype(np.intp, copy=False)
-    out = weight.data[ids]  # (..., C)
-    flat = ids.reshape(-1)
+    return Embedding.apply(weight, ids.astype(np.intp, copy=False))
 
-    def backward(g):  # dweight[v] = sum of g over the positions holding id v
-        return (RowGrad(flat, g.reshape(-1, C), V),)  # sparse: only the rows of ids in idx
-    return Tensor._make(out, (weight,), backward, "embedding")
+
+@register
+class Linear(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        y = np.matmul(x, weight)
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def backward(ctx, g):  # y = x W + b: dx = g W^T, dW = x^T g, db = sum of g over the rows
+        x, weight = ctx.saved_tensors
+        nx, nw, nb = ctx.needs_input_grad
+        n_in, n_out = weight.shape
+        g2 = g.reshape(-1, n_out)  # (N, out): every leading axis is a row
+        return (g @ weight.T if nx else None, x.reshape(-1, n_in).T @ g2 if nw else None,
+                g2.sum(0) if nb else None)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -403,24 +363,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[0]:
         raise ValueError(f"linear: x of shape {x.shape} does not fit weight of shape {weight.shape}: "
                          f"weight must be 2-D (in, out) with in == x.shape[-1]")
-    n_in, n_out = weight.shape
-    if bias is not None and bias.shape != (n_out,):
-        raise ValueError(f"linear: bias shape {bias.shape} must be (out,) = ({n_out},)")
-    x2 = x.data.reshape(-1, n_in)  # (N, in): one sgemm for all leading axes
-    y = x2 @ weight.data
-    if bias is not None:
-        y += bias.data
-    y = y.reshape(*x.shape[:-1], n_out)
-    parents = (x, weight) if bias is None else (x, weight, bias)
+    if bias is not None and bias.shape != (weight.shape[1],):
+        raise ValueError(f"linear: bias shape {bias.shape} must be (out,) = ({weight.shape[1]},)")
+    return Linear.apply(x, weight, bias)
 
-    def backward(g):
-        g2 = g.reshape(-1, n_out)
-        dx = (g2 @ weight.data.T).reshape(x.shape) if x.requires_grad else None  # dx = g W^T
-        dw = x2.T @ g2 if weight.requires_grad else None  # dW = x^T g
-        if bias is None:
-            return dx, dw
-        return dx, dw, (_col_sum(g2) if bias.requires_grad else None)  # db = sum_rows g
-    return Tensor._make(y, parents, backward, "linear")
+
+@register
+class Dropout(Function):
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.mask = mask
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, g):  # d(x m)/dx = m
+        return g * ctx.mask, None
 
 
 def dropout(x: Tensor, p: float, training: bool, rng: np.random.Generator | None = None) -> Tensor:
@@ -432,11 +389,49 @@ def dropout(x: Tensor, p: float, training: bool, rng: np.random.Generator | None
     _floats("dropout", x=x)
     if not training or p == 0:
         return x
-    mask = _keep_mask(x.shape, p, x.dtype, rng)  # 0 or 1/(1-p), x's dtype
-    return Tensor._make(x.data * mask, (x,), lambda g: (g * mask,), "dropout")  # d(x m)/dx = m
+    return Dropout.apply(x, keep_mask(x.shape, p, x.dtype, rng))  # mask: 0 or 1/(1-p), x's dtype
 
 
 # ------------------------------------------------------------------ attention
+@register
+class Attention(Function):
+    name = "scaled_dot_product_attention"
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal: bool, keep):
+        """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv); keep: the dropout mask of P, or None."""
+        scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+        s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale  # (..., Tq, Tk) = q k^T / sqrt(D)
+        if causal:
+            s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)  # -inf on the future: probability 0
+        e, _, z = shifted_exp(s, -1)
+        p = e / z  # softmax over the keys
+        ctx.causal, ctx.keep = causal, keep
+        ctx.save_for_backward(q, k, v)
+        return np.matmul(p if keep is None else p * keep, v)  # (..., Tq, Dv)
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v = ctx.saved_tensors
+        nq, nk, nv = ctx.needs_input_grad[:3]
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        s = (q * scale) @ k.swapaxes(-1, -2)  # recomputed from q and k, so that it can be differentiated
+        if ctx.causal:
+            s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
+        p = softmax(s, -1)
+        pd = p if ctx.keep is None else p * ctx.keep
+        dv = unbroadcast(pd.swapaxes(-1, -2) @ g, v.shape) if nv else None  # dV = P^T g
+        if not (nq or nk):
+            return None, None, dv, None, None
+        dp = g @ v.swapaxes(-1, -2)  # dP = g V^T
+        if ctx.keep is not None:
+            dp = dp * ctx.keep
+        ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale  # through the softmax, and the 1/sqrt(D)
+        dq = unbroadcast(ds @ k, q.shape) if nq else None  # dQ = dS K
+        dk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape) if nk else None  # dK = dS^T Q
+        return dq, dk, dv, None, None
+
+
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, dropout_p: float = 0.0,
                                  training: bool = False, rng: np.random.Generator | None = None) -> Tensor:
     """softmax(q k^T / sqrt(D) + mask) v. q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv).
@@ -451,50 +446,12 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
         raise ValueError(f"scaled_dot_product_attention: need q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv); "
                          f"got q {q.shape}, k {k.shape}, v {v.shape}")
     try:
-        np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     except ValueError:
         raise ValueError(f"scaled_dot_product_attention: leading axes of q {q.shape}, k {k.shape}, "
                          f"v {v.shape} do not broadcast") from None
-    (tq, d), tk = q.shape[-2:], k.shape[-2]
+    tq, tk = q.shape[-2], k.shape[-2]
     if causal and tq > tk:
         raise ValueError(f"scaled_dot_product_attention: causal needs Tq <= Tk, got Tq={tq}, Tk={tk}")
-    scale = 1.0 / math.sqrt(d)
-
-    qs = q.data * dtype.type(scale)  # (..., Tq, D): scaling q costs less than scaling the (Tq, Tk) scores
-    s = np.matmul(qs, np.swapaxes(k.data, -1, -2))  # (..., Tq, Tk) = q k^T / sqrt(D)
-    # softmax over the keys, in place. Scores all within +-_EXP_SAFE (the usual case) need no shift by
-    # the row max: exp(s) then neither overflows nor leaves the normal range, so it is as accurate,
-    # and NumPy's row-wise max over short rows costs more than the rest of the softmax.
-    lim = _EXP_SAFE.get(dtype, 0.0)
-    no_shift = s.size > 0 and -lim < s.min() and s.max() < lim  # False with a NaN or another float dtype
-    if causal:
-        s += _causal_bias(tq, tk, dtype)  # -inf on the future: those probabilities are exactly 0
-    if no_shift:
-        z = _row_sum(np.exp(s, out=s))
-    else:
-        _, _, z = _shifted_exp(s, -1, out=s)
-    p = np.divide(s, z, out=s)  # (..., Tq, Tk)
-    keep = _keep_mask(p.shape, dropout_p, dtype, rng) if training and dropout_p > 0 else None
-    pd = p if keep is None else p * keep
-    out = np.matmul(pd, v.data)  # (..., Tq, Dv)
-
-    def backward(g):
-        dq = dk = dv = None
-        if v.requires_grad:
-            dv = unbroadcast(np.matmul(np.swapaxes(pd, -1, -2), g), v.shape)  # dV = P^T g
-        if q.requires_grad or k.requires_grad:
-            dp = np.matmul(g, np.swapaxes(v.data, -1, -2))  # dP = g V^T
-            if keep is not None:
-                dp *= keep
-            # softmax: dS = P (dP - r), r_i = sum_j dP_ij P_ij = g_i . out_i (FlashAttention's trick:
-            # a dot over Dv instead of a sum over Tk; it holds with dropout too, out = (P keep) V)
-            dp -= np.einsum("...d,...d->...", g, out)[..., None]
-            dp *= p  # dS, the gradient of the scaled scores
-            if q.requires_grad:
-                dq = np.matmul(dp, k.data)
-                dq *= dtype.type(scale)
-                dq = unbroadcast(dq, q.shape)  # dQ = dS K / sqrt(D)
-            if k.requires_grad:
-                dk = unbroadcast(np.matmul(np.swapaxes(dp, -1, -2), qs), k.shape)  # dK = dS^T Q / sqrt(D)
-        return dq, dk, dv
-    return Tensor._make(out, (q, k, v), backward, "scaled_dot_product_attention")
+    keep = keep_mask(lead + (tq, tk), dropout_p, dtype, rng) if training and dropout_p > 0 else None
+    return Attention.apply(q, k, v, causal, keep)

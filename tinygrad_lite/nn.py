@@ -7,7 +7,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import functional as F
-from ._state import RemovableHandle, get_default_dtype
+from .observe import RemovableHandle
+from .state import get_default_dtype
 from .tensor import Tensor
 
 

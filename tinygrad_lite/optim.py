@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from tinygrad_lite.tensor import Tensor
+from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "AdamW", "clip_grad_norm_", "cosine_with_warmup", "WarmupCosine"]
 

@@ -7,8 +7,9 @@ GPT-2 124M training step on a 2-core machine. Raising the mmap and trim threshol
 freed blocks in its heap and hand them out again, as a caching allocator would. Peak memory is
 unchanged (the blocks are reused, not added to); the process just does not give them back early.
 
-`tinygrad_lite` calls `reuse_freed_memory()` on import; set TINYGRAD_LITE_SYSTEM_MALLOC=1 to opt out.
-Off glibc (macOS, musl, Windows) it does nothing.
+It changes the whole process, so it is opt-in: call `tinygrad_lite.fast.reuse_freed_memory()` once,
+before the training loop (`python -m gpt train` and the benchmarks do). TINYGRAD_LITE_SYSTEM_MALLOC=1
+turns the call into a no-op. Off glibc (macOS, musl, Windows) it does nothing.
 """
 from __future__ import annotations
 

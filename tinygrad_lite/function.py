@@ -1,0 +1,216 @@
+"""Function: how an op is written, the op registry, and the math-first way to run backward.
+
+An op is a `Function`: a `forward` on NumPy arrays and, right below it, a `backward` that maps the
+gradient of the output, g = dL/d(out), to one gradient per input. `Function.apply` runs the forward
+and, when some input requires a gradient, records a graph node: the output Tensor keeps the op's
+`Context` (its inputs and what the forward saved) in `_ctx`, for backprop.py to walk.
+
+Every built-in op is declared once, with `@register`, in the op registry `OPS`; the profiler and the
+test tables are built from it.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from . import backprop, observe, state
+
+OPS: dict[str, type["Function"]] = {}  # the op registry: name -> Function, every differentiable built-in op
+
+
+def register(fn: type["Function"]) -> type["Function"]:
+    """Class decorator: declare a built-in op in the registry under `fn.name`."""
+    if fn.name in OPS:
+        raise ValueError(f"op {fn.name!r} is registered twice")
+    OPS[fn.name] = fn
+    return fn
+
+
+class Context:
+    """What an op's forward leaves for its backward (PyTorch's `ctx`).
+
+    `save_for_backward(*arrays)` in the forward; `saved_tensors` in the backward gives them back as
+    Tensors: an input as that very input Tensor, the output as the output Tensor (so a recorded
+    backward stays connected to the graph), anything else as a constant. `needs_input_grad[i]`: does
+    forward argument i require a gradient. Any other attribute may be set for the backward's use.
+    """
+
+    def __init__(self, fn: type["Function"], inputs: tuple, needs_input_grad: tuple):
+        self.fn, self.inputs, self.needs_input_grad = fn, inputs, needs_input_grad
+        self.impl = fn.impl  # the forward that runs: the op itself, or a fast kernel registered beside it
+        self.saved = ()
+        self._out = None  # a weak reference to the output Tensor, once there is one
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved = arrays
+
+    @property
+    def saved_tensors(self) -> tuple:
+        out = self._out() if self._out is not None else None
+        return tuple(self._as_tensor(a, out) for a in self.saved)
+
+    def _as_tensor(self, a, out):
+        if a is None:
+            return None
+        if out is not None and a is out.data:
+            return out
+        for x in self.inputs:
+            if x is not None and a is x.data:
+                return x
+        return _any_tensor(self.inputs)._wrap(np.asarray(a), None)  # a constant
+
+    def release(self) -> None:
+        """Drop the saved arrays and the inputs (after backward, unless retain_graph)."""
+        fn = self.fn
+        self.__dict__.clear()
+        self.fn, self.inputs = fn, None
+
+
+def _any_tensor(args):
+    """A Tensor among args: new Tensors are made by its `_wrap` (this module never names the Tensor class,
+    which tensor.py builds on top of Function)."""
+    for a in args:
+        if hasattr(a, "_wrap"):
+            return a
+    raise TypeError("an op needs at least one Tensor argument; wrap arrays in Tensor(...)")
+
+
+class Function:
+    """An op: `forward(ctx, *args)` on NumPy arrays returns the output array; `backward(ctx, g)`
+    returns one gradient per forward argument (None for an argument that needs none).
+
+        class Cube(Function):
+            @staticmethod
+            def forward(ctx, x):          # NumPy arrays in, a NumPy array out
+                ctx.save_for_backward(x)
+                return x ** 3
+            @staticmethod
+            def backward(ctx, g):         # Tensors in: written in Tensor ops, it can be
+                (x,) = ctx.saved_tensors  # differentiated again (create_graph=True)
+                return 3 * x ** 2 * g
+        y = Cube.apply(t)
+
+    `apply(*args)` takes Tensors and any other values (axes, shapes, ...), which reach forward as
+    they are. A backward that returns NumPy arrays works, but cannot be differentiated twice.
+    """
+
+    name: str = ""  # the op's name in the registry, the profiler and error messages
+    impl: type = None  # what runs forward (and, without create_graph, backward): the class or its fast kernel
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.__dict__.get("name") or cls.__name__.lower()
+        cls.impl = cls
+
+    @staticmethod
+    def forward(ctx: Context, *args):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx: Context, *grads):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args):
+        like = _any_tensor(args)
+        tensors = tuple(a if hasattr(a, "_wrap") else None for a in args)
+        needs = tuple(t is not None and t.requires_grad for t in tensors)
+        record = state.grad_enabled and any(needs)
+        ctx = Context(cls, tensors, needs)
+        arrays = [a.data if t is not None else a for a, t in zip(args, tensors)]
+        try:
+            out = observe.current.forward(ctx, ctx.impl, arrays)
+        except ValueError as e:
+            shapes = ", ".join(str(t.shape) for t in tensors if t is not None)
+            raise ValueError(f"{cls.name}: {e} (input shapes {shapes})") from None
+        if not isinstance(out, np.ndarray):
+            if isinstance(out, (tuple, list)):
+                raise TypeError(f"{cls.name}.forward returned a {type(out).__name__}; an op has one output array")
+            out = np.asarray(out)
+        result = like._wrap(out, ctx if record else None)
+        if record:
+            ctx._out = weakref.ref(result)
+        return result
+
+
+# ------------------------------------------------------------------ the math-first gradient strategy
+class MathGrads:
+    """Gradients as Tensors; each op's backward is its math-first code, written in Tensor ops (backprop.py
+    calls these methods). With create_graph those ops are recorded, and a leaf's `.grad` is a Tensor that
+    carries the graph; without it they run under no_grad and `.grad` is a NumPy array, as usual."""
+
+    def __init__(self, create_graph: bool):
+        self.create_graph = create_graph
+
+    def start(self, g):  # the gradient a root starts with
+        return g
+
+    def node(self, ctx: Context, g):  # dL/d(inputs) of one op, from dL/d(output)
+        grads = ctx.fn.backward(ctx, g)
+        if not self.create_graph:
+            return grads
+        return tuple(_once_differentiable(ctx, x) for x in (grads if isinstance(grads, (tuple, list)) else (grads,)))
+
+    def add(self, total, g):  # gradients meeting at one Tensor are summed
+        return g if total is None else total + g
+
+    def tensor(self, g, like=None):  # as a Tensor (hooks and autograd.grad see Tensors)
+        return g
+
+    def from_hook(self, result, t):  # what a gradient hook on t returned, as a gradient
+        return result if hasattr(result, "_wrap") else t._wrap(np.array(result, dtype=t.dtype), None)
+
+    def to_leaf(self, leaf, g) -> None:  # leaf.grad += g
+        if not self.create_graph:
+            g = g.data.astype(leaf.dtype, copy=False)
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def _once_differentiable(ctx: Context, g):
+    """A gradient that a backward returned as a NumPy array while a graph is being built: a Tensor whose
+    own backward explains that it cannot be differentiated again."""
+    if g is None or hasattr(g, "_wrap"):
+        return g
+    return NotDifferentiable.apply(np.asarray(g), ctx.fn.name, *(x for x in ctx.inputs if x is not None))
+
+
+class NotDifferentiable(Function):
+    """The gradient of an op whose backward returned NumPy arrays: usable, not differentiable again."""
+    name = "not_differentiable"
+
+    @staticmethod
+    def forward(ctx, g, op, *inputs):
+        ctx.op = op
+        return g
+
+    @staticmethod
+    def backward(ctx, gg):
+        raise RuntimeError(f"the backward of op '{ctx.op}' returned NumPy arrays, so its gradient cannot be "
+                           f"differentiated again; write that backward in Tensor ops to allow create_graph=True")
+
+
+def math_no_graph() -> MathGrads:
+    return MathGrads(create_graph=False)
+
+
+no_graph_grads = math_no_graph  # makes the strategy of a pass that builds no graph; tinygrad_lite.fast puts its own
+
+
+def run_backward(roots, seeds, retain_graph: bool, create_graph: bool, inputs=None) -> list:
+    """backprop.backward with the math-first strategy when a graph is built, else the no-graph one."""
+    grads = MathGrads(create_graph=True) if create_graph else no_graph_grads()
+    return backprop.backward(roots, seeds, grads, retain_graph, inputs)
+
+
+def seed(t, gradient, where: str):
+    """The gradient to start backpropagation from t with: ones for a one-element t, else the one given."""
+    if gradient is None:
+        if t.data.size != 1:
+            raise RuntimeError(f"{where}() without a gradient needs a one-element tensor, but this one has shape "
+                               f"{t.shape}; pass a gradient of shape {t.shape}")
+        return t._wrap(np.ones_like(t.data), None)
+    g = gradient if hasattr(gradient, "_wrap") else t._wrap(np.array(gradient, dtype=t.dtype), None)
+    if g.shape != t.shape:
+        raise ValueError(f"{where}(gradient): the gradient has shape {g.shape}, expected {t.shape}")
+    return g

@@ -1,0 +1,57 @@
+"""The shape rules the ops share: broadcasting's adjoint, axis arguments, indices, matmul shapes."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def unbroadcast(g, shape: tuple):
+    """Sum g down to `shape`: the adjoint of NumPy broadcasting, which prepends axes and stretches size-1
+    axes, so the gradient sums over the prepended axes and over every axis stretched from 1."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1)
+    return (g.sum(axes, keepdims=True) if axes else g).reshape(shape)
+
+
+def normalize_axes(axis, ndim: int) -> tuple:
+    """axis=None | int | tuple -> sorted tuple of non-negative axes. A 0-d tensor accepts axis 0 or -1
+    (no axis to reduce), as PyTorch does."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise np.exceptions.AxisError(f"axis {a} is out of bounds for a tensor of {ndim} dimensions")
+    return tuple(sorted({int(a) % ndim for a in axes})) if ndim else ()
+
+
+def same_dtype(op: str, tensors: list) -> None:
+    dtypes = [t.dtype for t in tensors]
+    if len(set(dtypes)) > 1:
+        raise TypeError(f"{op}: mixed dtypes {[str(d) for d in dtypes]}; tinygrad_lite never promotes silently, "
+                        f"cast explicitly")
+
+
+def unwrap_index(index):
+    """An index as NumPy takes it: Tensors (of integer ids or bools) become their arrays, lists arrays."""
+    if hasattr(index, "_wrap"):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if hasattr(i, "_wrap") else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def check_matmul(sa: tuple, sb: tuple) -> None:
+    """Raise ValueError, with both shapes, unless (sa) @ (sb) is a valid matrix product."""
+    if len(sa) == 0 or len(sb) == 0:
+        raise ValueError(f"matmul needs at least 1-D operands, got shapes {sa} @ {sb}")
+    k_a, k_b = sa[-1], (sb[0] if len(sb) == 1 else sb[-2])
+    if k_a != k_b:
+        raise ValueError(f"matmul shape mismatch: {sa} @ {sb}: inner dimensions {k_a} and {k_b} differ")
+    try:
+        np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions of {sa} and {sb} do not broadcast") from None

@@ -1,0 +1,71 @@
+"""The engine's two global settings: whether ops record a graph (grad mode), and the default float dtype."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+grad_enabled = True  # read by Function.apply: record a graph node only when this is on
+_default_dtype = np.dtype(np.float32)
+
+
+def get_default_dtype() -> np.dtype:
+    """The float dtype that new float Tensors get (float32 unless `set_default_dtype` changed it)."""
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the float dtype that new float Tensors get (float32 or float64)."""
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"default dtype must be float32 or float64, got {dtype}")
+    _default_dtype = dtype
+
+
+def is_grad_enabled() -> bool:
+    return grad_enabled
+
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode and restores the previous one."""
+    enabled = True
+
+    def __enter__(self):
+        global grad_enabled
+        self._prev, grad_enabled = grad_enabled, self.enabled
+
+    def __exit__(self, *exc):
+        global grad_enabled
+        grad_enabled = self._prev
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with type(self)():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """`with no_grad():` or `@no_grad()`: record no graph inside."""
+    enabled = False
+
+
+class enable_grad(_GradMode):
+    """Turn graph recording back on inside a no_grad region."""
+    enabled = True
+
+
+class set_grad_enabled(_GradMode):
+    """`with set_grad_enabled(flag):` grad mode on or off, as `flag` says."""
+
+    def __init__(self, mode: bool = True):
+        self.enabled = bool(mode)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with set_grad_enabled(self.enabled):
+                return fn(*args, **kwargs)
+        return wrapper

@@ -1,0 +1,105 @@
+"""Where does the time go? A per-op profile of forward, backward and optimizer steps.
+
+    with tinygrad_lite.profile() as prof:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    # on exit a table is printed: one row per op, forward and backward counts and milliseconds
+
+It is an `Observer` (tinygrad_lite.observe): every op the engine runs is timed, forward and
+backward, under its name in the op registry, so a new op has its row with nothing to add here.
+`Optimizer.step` calls are timed as `optimizer.step`.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from collections import defaultdict
+
+from .. import observe, optim
+
+
+class profile(observe.Forwarding):
+    """Context manager that times ops; `table()` formats the result, printed on exit unless quiet."""
+
+    def __init__(self, quiet: bool = False, sort: str = "total"):
+        self.quiet, self.sort = quiet, sort
+        self.forward_times = defaultdict(lambda: [0, 0.0])  # op -> [calls, seconds]
+        self.backward_times = defaultdict(lambda: [0, 0.0])
+        self._patched: list[tuple[type, object]] = []
+
+    # ------------------------------------------------------------ recording
+    def forward(self, ctx, impl, arrays):
+        start = time.perf_counter()
+        try:
+            return self.inner.forward(ctx, impl, arrays)
+        finally:
+            _add(self.forward_times[ctx.fn.name], start)
+
+    def backward(self, ctx, run, g):
+        start = time.perf_counter()
+        try:
+            return self.inner.backward(ctx, run, g)
+        finally:
+            _add(self.backward_times[ctx.fn.name], start)
+
+    def _time_steps(self, cls: type) -> None:
+        original = cls.__dict__["step"]
+
+        @functools.wraps(original)
+        def step(opt, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(opt, *args, **kwargs)
+            finally:
+                _add(self.forward_times["optimizer.step"], start)
+        cls.step = step
+        self._patched.append((cls, original))
+
+    def __enter__(self) -> "profile":
+        if any(isinstance(o, profile) for o in _chain()):
+            raise RuntimeError("a tinygrad_lite.profile is already active")
+        for cls in (optim.Optimizer, *optim.Optimizer.__subclasses__()):
+            if "step" in cls.__dict__:
+                self._time_steps(cls)
+        self._watch = observe.watch(self)
+        self._watch.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._watch.__exit__(*exc)
+        for cls, original in reversed(self._patched):
+            cls.step = original
+        self._patched.clear()
+        if not self.quiet and exc[0] is None:
+            print(self.table())
+
+    # ------------------------------------------------------------ report
+    def rows(self) -> list[tuple[str, int, float, int, float]]:
+        """(op, forward calls, forward s, backward calls, backward s), biggest total first."""
+        ops = set(self.forward_times) | set(self.backward_times)
+        rows = [(op, *self.forward_times.get(op, (0, 0.0)), *self.backward_times.get(op, (0, 0.0))) for op in ops]
+        key = {"total": lambda r: r[2] + r[4], "forward": lambda r: r[2], "backward": lambda r: r[4]}[self.sort]
+        return sorted(rows, key=key, reverse=True)
+
+    def table(self) -> str:
+        rows = self.rows()
+        total = sum(r[2] + r[4] for r in rows) or 1e-12
+        lines = [f"{'op':32s} {'fwd calls':>9s} {'fwd ms':>9s} {'bwd calls':>9s} {'bwd ms':>9s} {'share':>6s}"]
+        for op, fc, ft, bc, bt in rows:
+            lines.append(f"{op:32s} {fc:9d} {ft * 1e3:9.1f} {bc:9d} {bt * 1e3:9.1f} {(ft + bt) / total:6.1%}")
+        fwd, bwd = sum(r[2] for r in rows), sum(r[4] for r in rows)
+        lines.append(f"{'total':32s} {'':9s} {fwd * 1e3:9.1f} {'':9s} {bwd * 1e3:9.1f}")
+        return "\n".join(lines)
+
+
+def _add(row: list, start: float) -> None:
+    row[0] += 1
+    row[1] += time.perf_counter() - start
+
+
+def _chain():
+    o = observe.current
+    while o is not None:
+        yield o
+        o = o.inner

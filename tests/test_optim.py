@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import tinygrad_lite.fast.optim as fast_optim
 import tinygrad_lite.optim as optim
 from tinygrad_lite.tensor import Tensor
 
@@ -126,14 +127,14 @@ def test_params_without_grad_are_skipped():
 
 
 def test_chunked_threaded_update_is_bitwise_equal_to_whole_array(monkeypatch):
-    """Tiny chunks and forced threading (chunk edges inside params) change nothing, bit for bit."""
+    """The fast runner: tiny chunks and forced threading (chunk edges inside params) change nothing, bit for bit."""
     shapes = [(37, 5), (101,), (3,)]
     grads = random_grads(3, shapes)
     results = []
     for chunk, min_parallel, threads in [(1 << 30, 1 << 30, 1), (16, 0, 2), (7, 0, 3)]:
-        monkeypatch.setattr(optim, "_CHUNK", chunk)
-        monkeypatch.setattr(optim, "_MIN_PARALLEL", min_parallel)
-        monkeypatch.setattr(optim, "_num_threads", threads)
+        monkeypatch.setattr(fast_optim, "_CHUNK", chunk)
+        monkeypatch.setattr(fast_optim, "_MIN_PARALLEL", min_parallel)
+        monkeypatch.setattr(fast_optim, "_num_threads", threads)
         params = make_params(np.float32, shapes=shapes)
         opt = optim.AdamW(params, lr=0.01)
         run(opt, params, grads)
@@ -155,6 +156,17 @@ def test_noncontiguous_param_is_updated_in_place():
     assert p.data.base is base
     np.testing.assert_allclose(p.data, adamw_reference(start, [g[0] for g in grads], 0.01, 0.9, 0.999, 1e-8, 0.01),
                                rtol=0, atol=1e-12)
+
+
+def test_tensor_grad_after_create_graph_is_read_and_clipped():
+    """After backward(create_graph=True) `.grad` is a Tensor: step reads it, clip_grad_norm_ scales its data."""
+    w = Tensor(np.array([1.0, 2.0]), requires_grad=True, dtype=np.float64)
+    (w * w).sum().backward(create_graph=True)  # d(sum w^2)/dw = 2w = [2, 4]
+    assert isinstance(w.grad, Tensor)
+    optim.SGD([w], lr=0.1).step()
+    np.testing.assert_allclose(w.data, [0.8, 1.6], rtol=1e-15)
+    assert optim.clip_grad_norm_([w], 1.0) == pytest.approx(math.sqrt(20.0), rel=1e-15)
+    np.testing.assert_allclose(w.grad.data, np.array([2.0, 4.0]) / (math.sqrt(20.0) + 1e-6), rtol=1e-15)
 
 
 # ------------------------------------------------------------------ SGD

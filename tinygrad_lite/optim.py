@@ -1,119 +1,40 @@
-"""Optimizers (SGD, AdamW), gradient clipping and a warmup + cosine learning-rate schedule.
+"""Optimizers (SGD, AdamW), gradient clipping and a warmup + cosine learning-rate schedule, math first.
 
 Semantics follow PyTorch's ``torch.optim``: param groups are dicts with ``params`` plus hyperparameter
 overrides, ``zero_grad`` sets ``.grad = None``, and ``state_dict`` holds per-param state keyed by the
 param's index counted across all groups.
 
-Every update works on ``p.data`` in place. The math of each optimizer is written once, as an
-elementwise kernel over equal-shaped arrays (``_sgd_kernel``, ``_adamw_kernel``); ``_run_elementwise``
-applies a kernel to large chunks of every param's flat buffer, on a small thread pool (NumPy
-ufuncs release the GIL), so no full-size temporary is ever made.
+Each optimizer's rule is one short ``update(p, g, state, group)`` on the NumPy arrays of one param,
+in place. ``step()`` runs it through ``type(opt).impl``, which is the optimizer class itself, or a
+fast kernel registered beside it in ``tinygrad_lite.fast`` (chunked, fused, optionally threaded) and
+tested equal to it; ``clip_grad_norm_`` runs its two passes through ``ClipGradNorm.impl`` alike.
 """
 from __future__ import annotations
 
 import copy
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .tensor import Tensor
 
-__all__ = ["Optimizer", "SGD", "AdamW", "clip_grad_norm_", "cosine_with_warmup", "WarmupCosine"]
+__all__ = ["Optimizer", "SGD", "AdamW", "clip_grad_norm_", "ClipGradNorm", "cosine_with_warmup", "WarmupCosine"]
 
-# ---------------------------------------------------------------------------------------------------
-# chunked, threaded elementwise execution
-
-_CHUNK = 1 << 18  # elements per chunk. Large: every ufunc call hands the GIL to the other thread, and on
-#                   a 2-core VM a handoff costs more than a cache miss (gpt2 AdamW: 317 ms at 32K, 134 at 256K)
-_MIN_PARALLEL = 1 << 18  # below this many elements in total, stay on the calling thread
-_num_threads = os.cpu_count() or 1  # the calling thread plus a pool of _num_threads - 1 helpers
-_pool: ThreadPoolExecutor | None = None
-_pool_key = (-1, -1)  # (pid, size) the pool was made for
-_local = threading.local()  # per-thread scratch buffers, reused across steps
-
-
-def _get_pool() -> ThreadPoolExecutor:
-    """The shared helper pool (re-created after a fork, whose child has none of the threads)."""
-    global _pool, _pool_key
-    key = (os.getpid(), max(_num_threads - 1, 1))
-    if _pool is None or _pool_key != key:
-        _pool = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="tinygrad_lite-optim")
-        _pool_key = key
-    return _pool
-
-
-def _scratch(dtype: np.dtype, n: int, count: int) -> list[np.ndarray]:
-    """``count`` scratch arrays of ``n`` elements, owned by the calling thread (cached when n <= _CHUNK)."""
-    if n > _CHUNK:
-        return [np.empty(n, dtype) for _ in range(count)]
-    bufs = getattr(_local, "bufs", None)
-    if bufs is None:
-        bufs = _local.bufs = {}
-    out = []
-    for i in range(count):
-        key = (np.dtype(dtype).str, i)
-        if key not in bufs or bufs[key].size < _CHUNK:
-            bufs[key] = np.empty(_CHUNK, dtype)
-        out.append(bufs[key][:n])
-    return out
-
-
-Job = tuple[tuple[np.ndarray, ...], dict[str, Any]]  # (arrays: written param first, kwargs for the kernel)
-
-
-def _run_elementwise(kernel: Callable[..., None], jobs: list[Job], n_scratch: int,
-                     scratch_dtype: np.dtype | type | None = None) -> None:
-    """Run ``kernel(*arrays, scratch=[...], **kwargs)`` for every job, on chunks of the flat arrays.
-
-    All arrays of a job have one shape. The kernel may write any array but the second (the gradient).
-    A param whose data is not C-contiguous cannot be viewed flat, so it is updated whole, unchunked.
-    Scratch arrays have the first array's dtype unless ``scratch_dtype`` is given.
-    """
-    tasks: list[tuple[tuple[np.ndarray, ...], dict[str, Any]]] = []
-    total = 0
-    for arrays, kwargs in jobs:
-        if not all(a.flags.c_contiguous for i, a in enumerate(arrays) if i != 1):
-            tasks.append((arrays, kwargs))  # a whole, shaped update with full-size scratch
-            total += arrays[0].size
-            continue
-        flat = tuple(a.reshape(-1) for a in arrays)  # views (the gradient may be copied if strided)
-        n = flat[0].size
-        total += n
-        for lo in range(0, n, _CHUNK):
-            tasks.append((tuple(a[lo:lo + _CHUNK] for a in flat), kwargs))
-
-    def work(part: list[tuple[tuple[np.ndarray, ...], dict[str, Any]]]) -> None:
-        for arrays, kwargs in part:
-            p = arrays[0]
-            tmp = _scratch(scratch_dtype or p.dtype, p.size, n_scratch)
-            if p.ndim != 1:
-                tmp = [t.reshape(p.shape) for t in tmp]
-            kernel(*arrays, scratch=tmp, **kwargs)
-
-    workers = min(_num_threads, len(tasks))
-    if workers <= 1 or total < _MIN_PARALLEL:
-        work(tasks)
-        return
-    # one interleaved share per worker; the calling thread does the first share itself
-    futures = [_get_pool().submit(work, tasks[w::workers]) for w in range(1, workers)]
-    try:
-        work(tasks[0::workers])
-    finally:
-        wait(futures)  # all workers are done before we return or re-raise
-    for f in futures:
-        f.result()  # re-raise a worker's exception
-
-
-# ---------------------------------------------------------------------------------------------------
-# the optimizer base class
+Work = list[tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, Any]]]  # (param, grad, its state, its group)
 
 
 def _fmt_shape(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def _grad_array(g: Any) -> np.ndarray:
+    """A `.grad` as an array: an ndarray, or the data of a Tensor (after backward(create_graph=True))."""
+    return g.data if isinstance(g, Tensor) else np.asarray(g)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the optimizer base class
 
 
 class Optimizer:
@@ -121,9 +42,16 @@ class Optimizer:
 
     ``params`` is an iterable of Tensors, or of dicts each with a ``params`` entry and any
     hyperparameter overrides; ``defaults`` fills the hyperparameters a group does not set.
+    A subclass writes its rule as ``update(p, g, state, group)``.
     """
 
-    _n_scratch = 1  # scratch buffers the subclass kernel needs
+    name: str = ""  # the optimizer's name (fast kernels are registered under it)
+    impl: type = None  # what runs update_all: the class itself, or its fast kernel (tinygrad_lite.fast)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.name = cls.__dict__.get("name") or cls.__name__.lower()
+        cls.impl = cls  # a subclass (which may change `update`) starts math first
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]):
         if isinstance(params, (Tensor, dict)):
@@ -190,27 +118,31 @@ class Optimizer:
                 p.grad = None
 
     def _params_with_grad(self, group: dict[str, Any]) -> Iterable[tuple[Tensor, np.ndarray]]:
-        """(param, grad) for each param of ``group`` that has a gradient, checking its shape and dtype."""
+        """(param, grad array) for each param of ``group`` that has a gradient, checking shape and dtype."""
         for p in group["params"]:
-            g = p.grad
-            if g is None:
+            if p.grad is None:
                 continue
+            g = _grad_array(p.grad)
             if g.shape != p.data.shape or g.dtype != p.data.dtype:
                 raise ValueError(f"gradient of shape {_fmt_shape(g.shape)} dtype {g.dtype} does not match its "
                                  f"param of shape {_fmt_shape(p.data.shape)} dtype {p.data.dtype}")
             yield p, g
 
-    def _job(self, p: Tensor, g: np.ndarray, group: dict[str, Any]) -> Job:
-        """Create/advance ``p``'s state and return the kernel job for it; subclasses implement."""
-        raise NotImplementedError
-
-    _kernel: Callable[..., None]  # the subclass's elementwise update (a staticmethod)
-
     def step(self) -> None:
         """Update every param that has a gradient, in place."""
         todo = [(p, g, group) for group in self.param_groups for p, g in self._params_with_grad(group)]
-        jobs = [self._job(p, g, group) for p, g, group in todo]  # all grads checked before any state changes
-        _run_elementwise(self._kernel, jobs, self._n_scratch)
+        work = [(p.data, g, self.state.setdefault(id(p), {}), group) for p, g, group in todo]  # all grads checked
+        type(self).impl.update_all(self, work)
+
+    def update_all(self, work: Work) -> None:
+        """Run ``update`` on every (param, grad, state, group): what a fast kernel replaces."""
+        for p, g, state, group in work:
+            self.update(p, g, state, group)
+
+    @staticmethod
+    def update(p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """One step of the rule for one param: ``p`` and ``state`` in place, ``g`` read only."""
+        raise NotImplementedError
 
     # -- saving and loading -----------------------------------------------------------------------
 
@@ -278,49 +210,34 @@ class Optimizer:
         self.state = new_state
 
 
+Optimizer.impl = Optimizer
+
+
 # ---------------------------------------------------------------------------------------------------
 # SGD
 
 
-def _sgd_kernel(p: np.ndarray, g: np.ndarray, buf: np.ndarray | None = None, *, scratch: list[np.ndarray],
-                lr: float, momentum: float, weight_decay: float, nesterov: bool, first: bool) -> None:
-    """One SGD step on equal-shaped arrays, in place (PyTorch's rule, dampening 0).
-
-    p: param, g: gradient (read only), buf: momentum buffer (None when momentum == 0).
-    """
-    tmp, tmp2 = scratch
-    d = g
-    if weight_decay != 0.0:
-        np.multiply(p, weight_decay, out=tmp)
-        d = np.add(g, tmp, out=tmp)  # d = g + wd * p
-    if buf is not None:
-        if first:
-            np.copyto(buf, d)  # b_1 = d
-        else:
-            buf *= momentum
-            buf += d  # b_t = mu * b_{t-1} + d
-        if nesterov:
-            np.multiply(buf, momentum, out=tmp2)
-            d = np.add(d, tmp2, out=tmp2)  # d = d + mu * b_t
-        else:
-            d = buf  # d = b_t
-    out = d if d is tmp or d is tmp2 else tmp  # a scratch buffer free to overwrite
-    np.multiply(d, -lr, out=out)
-    p += out  # p = p - lr * d
-
-
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay (PyTorch's rule):
-
-        d = g + wd * p;  b = d (first step) or mu * b + d;  d = d + mu * b (nesterov) or b;  p -= lr * d
-    """
-
-    _n_scratch = 2
-    _kernel = staticmethod(_sgd_kernel)
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay (PyTorch's rule,
+    dampening 0). State per param, with momentum only: ``momentum_buffer`` (b)."""
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    @staticmethod
+    def update(p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """One SGD step for one param, in place: p (any shape), g like p, state {} or {momentum_buffer}."""
+        lr, mu, wd = float(group["lr"]), float(group["momentum"]), float(group["weight_decay"])
+        d = g + wd * p if wd != 0.0 else g  # L2 penalty: d(wd/2 |p|^2)/dp = wd p
+        if mu != 0.0:
+            b = state.get("momentum_buffer")
+            if b is None:
+                b = state["momentum_buffer"] = np.array(d, order="C")  # b_1 = d (a copy; an array if 0-d)
+            else:
+                b[...] = mu * b + d  # b_t = mu b_{t-1} + d
+            d = d + mu * b if group["nesterov"] else b  # look ahead along b, or follow it
+        p -= lr * d
 
     def _check_hyperparameters(self, group: dict[str, Any], where: str) -> None:
         super()._check_hyperparameters(group, where)
@@ -334,60 +251,38 @@ class SGD(Optimizer):
     def _state_keys(self, group: dict[str, Any]) -> set[str]:
         return {"momentum_buffer"} if group["momentum"] != 0.0 else set()
 
-    def _job(self, p: Tensor, g: np.ndarray, group: dict[str, Any]) -> Job:
-        kwargs = dict(lr=float(group["lr"]), momentum=float(group["momentum"]),
-                      weight_decay=float(group["weight_decay"]), nesterov=bool(group["nesterov"]), first=False)
-        if group["momentum"] == 0.0:
-            return (p.data, g), kwargs
-        st = self.state.setdefault(id(p), {})
-        if "momentum_buffer" not in st:
-            st["momentum_buffer"] = np.zeros(p.data.shape, p.data.dtype)
-            kwargs["first"] = True
-        return (p.data, g, st["momentum_buffer"]), kwargs
-
 
 # ---------------------------------------------------------------------------------------------------
 # AdamW
 
 
-def _adamw_kernel(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, *, scratch: list[np.ndarray],
-                  lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-                  bias_correction1: float, bias_correction2_sqrt: float) -> None:
-    """One AdamW step (Loshchilov & Hutter; PyTorch's order of operations) on equal-shaped arrays, in place.
-
-    p: param, g: gradient (read only), m: first moment, v: second moment. Python-float scalars keep
-    float32 arrays float32. bias_correction1 = 1 - beta1**t, bias_correction2_sqrt = sqrt(1 - beta2**t).
-    """
-    (tmp,) = scratch
-    if weight_decay != 0.0:
-        p *= 1.0 - lr * weight_decay  # p = p * (1 - lr * wd)        decoupled weight decay
-    m *= beta1
-    np.multiply(g, 1.0 - beta1, out=tmp)
-    m += tmp  # m = beta1 * m + (1 - beta1) * g
-    v *= beta2
-    np.multiply(g, g, out=tmp)
-    tmp *= 1.0 - beta2
-    v += tmp  # v = beta2 * v + (1 - beta2) * g^2
-    # p -= lr * m_hat / (sqrt(v_hat) + eps), m_hat = m / bc1, v_hat = v / bc2; multiplying through by
-    # sqrt(bc2) saves a pass: p -= (lr sqrt(bc2) / bc1) * m / (sqrt(v) + eps sqrt(bc2))
-    np.sqrt(v, out=tmp)
-    tmp += eps * bias_correction2_sqrt
-    np.divide(m, tmp, out=tmp)
-    tmp *= -(lr * bias_correction2_sqrt / bias_correction1)
-    p += tmp
-
-
 class AdamW(Optimizer):
-    """Adam with decoupled weight decay, exactly PyTorch's ``torch.optim.AdamW`` (no amsgrad).
+    """Adam with decoupled weight decay (Loshchilov & Hutter), ``torch.optim.AdamW``'s update (no amsgrad).
 
-    State per param: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v). Params without a grad are skipped.
+    State per param: ``step`` (int t), ``exp_avg`` (m), ``exp_avg_sq`` (v). Params without a grad are skipped.
     """
-
-    _kernel = staticmethod(_adamw_kernel)
 
     def __init__(self, params_or_groups: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params_or_groups, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @staticmethod
+    def update(p: np.ndarray, g: np.ndarray, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """One AdamW step for one param, in place: p (any shape), g like p, state {step, exp_avg, exp_avg_sq}.
+
+        Python-float hyperparameters keep float32 arrays float32."""
+        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        b1, b2 = (float(b) for b in group["betas"])
+        if not state:
+            state.update(step=0, exp_avg=np.zeros(p.shape, p.dtype), exp_avg_sq=np.zeros(p.shape, p.dtype))
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] = t = state["step"] + 1
+        p *= 1.0 - lr * wd  # decoupled weight decay: shrink p itself, not through g
+        m[...] = b1 * m + (1.0 - b1) * g  # first moment: running mean of g
+        v[...] = b2 * v + (1.0 - b2) * g * g  # second moment: running mean of g^2
+        m_hat = m / (1.0 - b1 ** t)  # bias correction: m and v start at 0
+        v_hat = v / (1.0 - b2 ** t)
+        p -= lr * m_hat / (np.sqrt(v_hat) + eps)
 
     def _check_hyperparameters(self, group: dict[str, Any], where: str) -> None:
         super()._check_hyperparameters(group, where)
@@ -402,41 +297,30 @@ class AdamW(Optimizer):
     def _state_keys(self, group: dict[str, Any]) -> set[str]:
         return {"step", "exp_avg", "exp_avg_sq"}
 
-    def _job(self, p: Tensor, g: np.ndarray, group: dict[str, Any]) -> Job:
-        st = self.state.get(id(p))
-        if not st:
-            st = self.state[id(p)] = {"step": 0, "exp_avg": np.zeros(p.data.shape, p.data.dtype),
-                                      "exp_avg_sq": np.zeros(p.data.shape, p.data.dtype)}
-        st["step"] += 1
-        beta1, beta2 = (float(b) for b in group["betas"])
-        kwargs = dict(lr=float(group["lr"]), beta1=beta1, beta2=beta2, eps=float(group["eps"]),
-                      weight_decay=float(group["weight_decay"]),
-                      bias_correction1=1.0 - beta1 ** st["step"],
-                      bias_correction2_sqrt=math.sqrt(1.0 - beta2 ** st["step"]))
-        return (p.data, g, st["exp_avg"], st["exp_avg_sq"]), kwargs
-
 
 # ---------------------------------------------------------------------------------------------------
 # gradient clipping
 
 
-_DOT_BLOCK = 8192  # OpenBLAS runs a dot of <= 10,000 elements on the calling thread; longer ones start
-#                   BLAS threads of their own, which fight with ours (measured: 10-100x slower under load)
+class ClipGradNorm:
+    """clip_grad_norm_'s two passes over the gradient arrays; ``impl`` is this class or its fast kernel."""
+
+    name = "clip_grad_norm_"
+    impl: type = None
+
+    @staticmethod
+    def total_norm(grads: list[np.ndarray]) -> float:
+        """sqrt(sum of g^2 over every element of every grad), accumulated in float64."""
+        return math.sqrt(math.fsum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+
+    @staticmethod
+    def scale_(grads: list[np.ndarray], factor: float) -> None:
+        """g *= factor for every (distinct) grad, in place; a Python float keeps float32 grads float32."""
+        for g in grads:
+            g *= factor
 
 
-def _sum_squares_kernel(g: np.ndarray, *, scratch: list[np.ndarray], out: list[float]) -> None:
-    """Append sum(g**2) of a (chunk of a) gradient to ``out``, accumulated in float64."""
-    g64 = scratch[0].reshape(-1)
-    np.copyto(g64, g.reshape(-1))  # exact up-cast into a chunk-sized float64 buffer
-    total = 0.0
-    for lo in range(0, g64.size, _DOT_BLOCK):
-        block = g64[lo:lo + _DOT_BLOCK]
-        total += float(np.dot(block, block))
-    out.append(total)  # list.append is atomic under the GIL
-
-
-def _scale_kernel(g: np.ndarray, *, scratch: list[np.ndarray], scale: float) -> None:
-    g *= scale  # a Python float keeps float32 grads float32
+ClipGradNorm.impl = ClipGradNorm
 
 
 def clip_grad_norm_(params: Tensor | Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:
@@ -449,15 +333,12 @@ def clip_grad_norm_(params: Tensor | Iterable[Tensor], max_norm: float, eps: flo
     if not max_norm >= 0.0:
         raise ValueError(f"max_norm must be >= 0, got {max_norm}")
     params = [params] if isinstance(params, Tensor) else list(params)
-    grads = [p.grad for p in params if p.grad is not None]
-    partial: list[float] = []
-    _run_elementwise(_sum_squares_kernel, [((g,), {"out": partial}) for g in grads], 1, np.float64)
-    norm = math.sqrt(math.fsum(partial))  # fsum: exactly rounded, so independent of the threads' order
+    grads = [_grad_array(p.grad) for p in params if p.grad is not None]
+    norm = ClipGradNorm.impl.total_norm(grads)  # ||g|| over all grads as one vector
     if norm > max_norm:
         # a grad array shared by two params (one engine array handed to both) is scaled once
         distinct = {(g.__array_interface__["data"][0], g.shape, g.strides): g for g in grads}
-        jobs = [((g,), {"scale": max_norm / (norm + eps)}) for g in distinct.values()]
-        _run_elementwise(_scale_kernel, jobs, 0)
+        ClipGradNorm.impl.scale_(list(distinct.values()), max_norm / (norm + eps))
     return norm
 
 

@@ -1,9 +1,12 @@
 """Tensor hooks, retain_grad, forward hooks, and anomaly mode (detect_anomaly)."""
+import contextlib
 import inspect
 
 import numpy as np
 import pytest
 
+import tinygrad_lite.fast
+import tinygrad_lite.functional as F
 import tinygrad_lite.observe as observe
 import tinygrad_lite.nn as nn
 from gpt import GPT, GPTConfig
@@ -12,6 +15,15 @@ from tinygrad_lite import AnomalyError, Tensor, detect_anomaly
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning",
                                         "ignore:overflow encountered:RuntimeWarning",
                                         "ignore:invalid value:RuntimeWarning")
+
+
+@pytest.fixture(autouse=True)
+def no_observer_left_behind():
+    """A test that fails inside `with detect_anomaly():` must not leave it watching the next tests."""
+    before = observe.current
+    yield
+    left, observe.current = observe.current, before
+    assert left is before, f"the test left {type(left).__name__} installed as observe.current"
 
 
 def here(offset: int = 1) -> str:
@@ -200,10 +212,26 @@ def test_anomaly_mode_through_the_model_names_the_op_and_every_caller_up_to_the_
     assert any(f"called from {where} in " in line for line in lines[2:])
 
 
+@pytest.mark.parametrize("engine", ["fast", "math-first"])
+def test_anomaly_mode_checks_backward_gradients_in_both_engines_dense_and_sparse(engine):
+    # the fast engine carries gradients as its own arrays (sparse for an embedding); math-first as Tensors
+    with tinygrad_lite.fast.disabled() if engine == "math-first" else contextlib.nullcontext():
+        x = Tensor([0.0, 4.0], requires_grad=True)
+        with detect_anomaly():
+            loss = x.sqrt().sum()
+            with pytest.raises(AnomalyError, match=r"(?s)Inf in the backward of op 'sqrt'.*loss = x\.sqrt\(\)"):
+                loss.backward()
+        w = Tensor(np.ones((3, 2)), requires_grad=True)
+        with detect_anomaly():  # id 0 twice: its row's gradient is 3e38 + 3e38, which overflows float32
+            rows = F.embedding(np.array([0, 0, 1]), w)
+            with pytest.raises(AnomalyError, match=r"(?s)Inf in the backward of op 'embedding'.*rows = F\.emb"):
+                rows.backward(np.full((3, 2), 3e38, np.float32))
+
+
 def test_anomaly_mode_with_only_backward_inside_says_no_line_was_recorded():
     x = Tensor([0.0], requires_grad=True)
     y = x.sqrt()
-    assert y._trace is None  # off: nothing recorded
+    assert getattr(y._ctx, "trace", None) is None  # off: nothing recorded
     with detect_anomaly(), pytest.raises(AnomalyError, match="no source line recorded"):
         y.backward(np.ones(1))
 
@@ -226,18 +254,33 @@ def test_anomaly_mode_forward_false_allows_deliberate_infinities():
         scores = x.masked_fill(mask, -np.inf)  # -inf on purpose, softmax turns it into 0
         (scores.exp() * 1.0).sum().backward()
     np.testing.assert_array_equal(x.grad, np.where(mask, 0.0, 1.0))
-    with detect_anomaly(), pytest.raises(AnomalyError, match="masked_fill"):
-        x.masked_fill(mask, -np.inf)
+    with detect_anomaly(), pytest.raises(AnomalyError, match=r"(?s)forward of op 'where'.*x\.masked_fill\(mask"):
+        x.masked_fill(mask, -np.inf)  # masked_fill is built from where; the line names masked_fill
 
 
 def test_anomaly_mode_nests_restores_and_is_off_by_default():
-    assert state.anomaly is False
-    with detect_anomaly():
-        with detect_anomaly(forward=False):
-            assert state.anomaly and not state.anomaly_forward
-        assert state.anomaly and state.anomaly_forward
-        y = Tensor([1.0], requires_grad=True) * 2.0
-        assert y._trace  # on: the creating line is recorded
-    assert state.anomaly is False
-    y = Tensor([1.0], requires_grad=True) * np.inf  # off: no check at all
-    assert y._trace is None and np.isinf(y.data).all()
+    off = observe.current
+    assert not isinstance(off, detect_anomaly)
+    x = Tensor([1.0], requires_grad=True)
+    with detect_anomaly() as outer:
+        assert observe.current is outer
+        with detect_anomaly(forward=False) as inner:
+            assert observe.current is inner and inner.inner is outer
+            where = here()
+            y = x * np.inf  # the inner block turns forward checks off, though the outer one has them on
+            filename, lineno, func = y._ctx.trace[0]  # lines are still recorded
+            assert f"{filename}:{lineno}" == where and func == "test_anomaly_mode_nests_restores_and_is_off_by_default"
+            with pytest.raises(AnomalyError, match=r"(?s)NaN in the backward of op 'mul'.*y = x \* np\.inf"):
+                (y * 0.0).sum().backward()  # backward checks stay on: d(x * inf)/dx * 0 = inf * 0
+        assert observe.current is outer
+        with pytest.raises(AnomalyError, match="forward of op 'mul'"):
+            x * np.inf  # back in the outer block: forward checks are on again
+        y = x * 2.0
+        assert y._ctx.trace  # on: the creating line is recorded
+    assert observe.current is off
+    y = x * np.inf  # off: no check at all
+    assert not hasattr(y._ctx, "trace") and np.isinf(y.data).all()
+    with pytest.raises(AnomalyError):  # an error leaving the block still restores the observer before it
+        with detect_anomaly():
+            x.log() * np.inf
+    assert observe.current is off

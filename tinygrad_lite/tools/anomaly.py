@@ -6,7 +6,9 @@
 
 It is an `Observer` (tinygrad_lite.observe): while the block runs it checks every op's forward
 output, every gradient an op's backward returns and every gradient a hook returns, and records on
-each op's context where it was created. Outside the block the engine runs as if it did not exist.
+each op's context where it was created (`ctx.trace`). Outside the block the engine runs as if it did
+not exist. Blocks nest: the innermost one decides (`detect_anomaly(forward=False)` inside
+`detect_anomaly()` turns forward checks off for its block).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 import numpy as np
 
 from .. import observe
+from ..tensor import Tensor
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _inside: dict[str, bool] = {}  # filename -> is it a tinygrad_lite source file (cache)
@@ -33,12 +36,14 @@ class detect_anomaly(observe.Forwarding):
     The error names the op, its input shapes and the source line that created it (the first stack frame
     outside tinygrad_lite, then the calls that led to it). Run the forward inside the block too: source
     lines are recorded when ops are created. `forward=False` checks only backward gradients (for code that
-    produces infinities on purpose, e.g. `masked_fill(mask, -inf)` before a softmax).
+    produces infinities on purpose, e.g. `masked_fill(mask, -inf)` before a softmax). The ops an op's backward
+    runs are not checked one by one: the gradients that backward returns are, named by its op and line.
     Costs nothing when off; when on, a stack walk per op and an isfinite pass per array.
     """
 
     def __init__(self, forward: bool = True):
         self.check_forward = forward
+        self._backward_of = None  # the Context of the op whose backward is running, if one is
 
     def __enter__(self) -> "detect_anomaly":
         self._watch = observe.watch(self)
@@ -46,18 +51,36 @@ class detect_anomaly(observe.Forwarding):
         return self
 
     def __exit__(self, *exc) -> None:
-        self._watch.__exit__(*exc)
+        self._watch.__exit__(None, None, None)  # restores the observer it replaced, whatever was raised
+
+    def _in_charge(self) -> bool:
+        """Is this the innermost anomaly mode in force? Only that one checks; outer ones pass calls on."""
+        o = observe.current
+        while o is not None and not isinstance(o, detect_anomaly):
+            o = o.inner
+        return o is self
 
     # ---------------------------------------------------------------- the three calls it watches
     def forward(self, ctx, impl, arrays):
         out = self.inner.forward(ctx, impl, arrays)
+        if not self._in_charge():
+            return out
+        if self._backward_of is not None:  # an op inside another op's backward: that backward's gradients
+            ctx.trace = getattr(self._backward_of, "trace", None)  # are checked, and named by its line
+            return out
         ctx.trace = _user_frames()
         if self.check_forward:
             _check(out, ctx, "forward", ctx.trace)
         return out
 
     def backward(self, ctx, run, g):
-        grads = self.inner.backward(ctx, run, g)
+        if not self._in_charge():
+            return self.inner.backward(ctx, run, g)
+        outer, self._backward_of = self._backward_of, ctx
+        try:
+            grads = self.inner.backward(ctx, run, g)
+        finally:
+            self._backward_of = outer
         for i, x in enumerate(grads if isinstance(grads, (tuple, list)) else (grads,)):
             if x is not None:
                 _check(x, ctx, "backward", getattr(ctx, "trace", None), f"the gradient for input {i}")
@@ -65,7 +88,7 @@ class detect_anomaly(observe.Forwarding):
 
     def hook(self, tensor, hook, g):
         result = self.inner.hook(tensor, hook, g)
-        if result is not None:  # name the hook's own source line: that is where the bad value came from
+        if result is not None and self._in_charge():  # name the hook's own source line: the bad value's origin
             code = getattr(hook, "__code__", None)
             ctx = tensor._ctx
             where = ((code.co_filename, code.co_firstlineno, code.co_name),) if code else getattr(ctx, "trace", None)
@@ -75,8 +98,9 @@ class detect_anomaly(observe.Forwarding):
 
 
 def _values(x) -> np.ndarray:
-    """The array of a gradient: a Tensor's data, a sparse gradient's nonzero part, or the array itself."""
-    x = getattr(x, "data", x)
+    """The array of a gradient: a Tensor's data, an array, or the nonzero part of a sparse gradient."""
+    if isinstance(x, Tensor):
+        return x.data
     return np.asarray(getattr(x, "values", x))
 
 

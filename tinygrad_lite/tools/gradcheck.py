@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..state import no_grad
+from ..state import enable_grad, no_grad
 from ..tensor import Tensor
 
 Jacobians = dict[int, list[np.ndarray]]  # input index -> one (out.size, in.size) float64 matrix per output
@@ -121,10 +121,12 @@ def _backward_grads(y: Tensor, inputs: Sequence[Any], j: int, g: np.ndarray) -> 
         inputs[k].grad = None
     if y.requires_grad:  # else no graph: every gradient is zero
         g_before = g.copy()
-        try:
-            y.backward(g, retain_graph=True)
+        try:  # g itself, not a copy, is the seed: a backward that writes into it is seen below
+            y.backward(Tensor(g, dtype=g.dtype), retain_graph=True)
         except Exception as e:
-            raise GradcheckError(f"gradcheck: backward from output {j} raised {type(e).__name__}: {e}",
+            hint = ("; a backward must not modify its upstream gradient in place (the engine may share it "
+                    "with other nodes, so it hands it out read-only)") if "read-only" in str(e) else ""
+            raise GradcheckError(f"gradcheck: backward from output {j} raised {type(e).__name__}: {e}{hint}",
                                  output_index=j) from e
         if not np.array_equal(g, g_before):
             raise GradcheckError(f"gradcheck: backward from output {j} modified its upstream gradient in place",
@@ -280,3 +282,45 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, eps: float
             raise
         return False
     return True
+
+
+def gradgradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, grad_outputs: Any = None, eps: float = 1e-6,
+                  atol: float = 1e-5, rtol: float = 1e-3, fast: bool = False, seed: int = 0,
+                  raise_exception: bool = True) -> bool:
+    """Check second derivatives against central differences (torch.autograd.gradgradcheck's semantics).
+
+    The vector-Jacobian product of fn, vjp(x, v) = v^T dfn/dx (a backward pass recorded with
+    create_graph=True), is itself checked with `gradcheck`, with respect to both the inputs x and the
+    upstream gradients v. `grad_outputs` gives v (one array or Tensor per output); by default v is random,
+    from `seed`. Every derivative of the backward pass is thus compared with finite differences of it.
+    """
+    from ..autograd import grad
+
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    with no_grad():
+        outs = _run(fn, inputs)
+    rng = np.random.default_rng(seed)
+    if grad_outputs is None:
+        vs = [rng.standard_normal(y.shape) for y in outs]  # random, non-uniform upstream gradients
+    else:
+        vs = [np.asarray(v.data if isinstance(v, Tensor) else v, dtype=np.float64) for v in
+              (grad_outputs if isinstance(grad_outputs, (tuple, list)) else (grad_outputs,))]
+        if len(vs) != len(outs) or any(v.shape != y.shape for v, y in zip(vs, outs)):
+            raise ValueError(f"gradgradcheck: grad_outputs must give one array per output, of shapes "
+                             f"{[y.shape for y in outs]}; got {[v.shape for v in vs]}")
+    v_leaves = [Tensor(v, requires_grad=True, dtype=y.dtype) for v, y in zip(vs, outs)]
+    ks = _indices(inputs, None)
+    n = len(inputs)
+
+    def vjp(*args):  # v^T dfn/dx as Tensors that depend on x and v; gradcheck's finite differences call it
+        xs, v = args[:n], args[n:]  # under no_grad, and it needs the graph of fn all the same
+        with enable_grad():
+            ys = _run(fn, xs)
+            live = [(y, vj) for y, vj in zip(ys, v) if y.requires_grad]
+            grads = grad([y for y, _ in live], [xs[k] for k in ks], [vj for _, vj in live], create_graph=True,
+                         allow_unused=True) if live else [None] * len(ks)
+        return tuple(g if g is not None else Tensor(np.zeros(xs[k].shape), dtype=xs[k].dtype)
+                     for g, k in zip(grads, ks))
+
+    return gradcheck(vjp, inputs + tuple(v_leaves), eps=eps, atol=atol, rtol=rtol, fast=fast, seed=seed,
+                     raise_exception=raise_exception)

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ..backprop import toposort
+from ..backprop import inputs_of, toposort
 from ..tensor import Tensor
 
 __all__ = ["to_dot", "render", "retain_grads"]
@@ -40,10 +40,20 @@ _GROUP = 'shape=box3d, style=filled, fillcolor="#e6f2e0"'
 
 
 # ------------------------------------------------------------------ walking the graph
+def _is_op(t: Tensor) -> bool:
+    """Was t made by an op whose graph is still there (not a leaf, not freed by backward)?"""
+    return t._ctx is not None and t._ctx.inputs is not None
+
+
+def _is_freed(t: Tensor) -> bool:
+    """Was t made by an op whose inputs the backward pass already released?"""
+    return t._ctx is not None and t._ctx.inputs is None
+
+
 def retain_grads(t: Tensor) -> None:
     """Make every op in t's graph keep its gradient in `.grad` after backward (for the gradient norms)."""
-    for node in toposort(t, only_grad=False):
-        if node._parents:
+    for node in toposort([t], only_grad=False):
+        if _is_op(node):
             node.retain_grad()
 
 
@@ -72,18 +82,19 @@ def _grad_norm(t: Tensor) -> str | None:
     g = t.grad
     if g is None:
         return None
+    g = getattr(g, "data", g)  # a Tensor after backward(create_graph=True)
     return f"|grad| {float(np.sqrt(np.square(g, dtype=np.float64).sum())):.3g}"
 
 
 def _label(t: Tensor, names: dict[int, list[str]]) -> tuple[str, str]:
     """(label lines joined by newlines, node style) of one tensor."""
     info = f"{_fmt_shape(t.shape)} {t.dtype}"
-    if t._parents:
-        lines, style = [t._op, info], _OP
+    if _is_op(t):
+        lines, style = [t._ctx.fn.name, info], _OP
         if t.data.size == 1:  # a loss, say: show its value
             lines.append(f"= {t.data.item():.4g}")
-    elif t._freed:  # an op whose graph the backward pass already released
-        lines, style = [t._op or "op", info, "(graph freed)"], _OP
+    elif _is_freed(t):  # an op whose graph the backward pass already released
+        lines, style = [t._ctx.fn.name, info, "(graph freed)"], _OP
     elif t.requires_grad:
         label = " = ".join(names.get(id(t), [])) or t.name or "leaf"
         lines, style = [label, info], _LEAF
@@ -110,15 +121,16 @@ def _scopes(order: list[Tensor], names: dict[int, list[str]]) -> dict[int, str]:
     for t in order:
         if id(t) in names:
             scope[id(t)] = names[id(t)][0].rpartition(".")[0]
-        if not t._parents:
+        parents = inputs_of(t)
+        if not parents:
             depth[id(t)] = 0
             continue
-        depth[id(t)] = 1 + max(depth[id(p)] for p in t._parents)
-        owned = [scope[id(p)] for p in t._parents if id(p) in names]
+        depth[id(t)] = 1 + max(depth[id(p)] for p in parents)
+        owned = [scope[id(p)] for p in parents if id(p) in names]
         if owned:
             scope[id(t)] = owned[0]
         else:
-            inner = [p for p in t._parents if id(p) in scope]
+            inner = [p for p in parents if id(p) in scope]
             if inner:
                 scope[id(t)] = scope[id(max(inner, key=lambda p: depth[id(p)]))]
     return scope
@@ -161,12 +173,12 @@ def to_dot(t: Tensor, model=None, names: Mapping[str, Tensor] | Iterable[tuple[s
     model: a Module whose parameters are named by their dotted path; names: more {name: tensor}.
     max_nodes: above this many nodes, collapse repeated blocks, then draw only the nodes nearest `t`.
     """
-    if t._freed and not t._parents:
-        raise RuntimeError(f"to_dot: the graph of this tensor (op '{t._op}') was freed by backward(); draw it "
+    if _is_freed(t):
+        raise RuntimeError(f"to_dot: the graph of this tensor (op '{t._ctx.fn.name}') was freed by backward(); draw it "
                            f"before backward, or call backward(retain_graph=True) to keep it")
     if max_nodes < 2:
         raise ValueError(f"to_dot: max_nodes must be at least 2, got {max_nodes}")
-    order = toposort(t, only_grad=False)
+    order = toposort([t], only_grad=False)
     pnames = _param_names(model, names)
     box: dict[int, str] = {}  # id(node) -> label of the collapsed box it is drawn in
     scope: dict[int, str] = {}
@@ -182,14 +194,14 @@ def to_dot(t: Tensor, model=None, names: Mapping[str, Tensor] | Iterable[tuple[s
         label = box.get(id(t_))
         if label is not None:
             stats = boxes.setdefault(label, [0, 0, 0, set()])  # ops, parameters, constants, blocks
-            stats[0 if t_._parents else 1 if t_.requires_grad else 2] += 1
+            stats[0 if t_._ctx is not None else 1 if t_.requires_grad else 2] += 1
             stats[3].add(_REPEATED.match(scope[id(t_)]).groups())
             ids[id(t_)] = ids.setdefault(label, f"g{len(boxes) - 1}")
         else:
             ids[id(t_)] = f"n{len(ids)}"
     edges, to_box = [], set()
     for t_ in order:
-        for p in t_._parents:  # one edge per input (x * x has two); one per pair when a box is involved
+        for p in inputs_of(t_):  # one edge per input (x * x has two); one per pair when a box is involved
             a, b = ids[id(p)], ids[id(t_)]
             if a == b or ((a[0] == "g" or b[0] == "g") and (a, b) in to_box):
                 continue

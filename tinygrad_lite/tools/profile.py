@@ -7,8 +7,10 @@
     # on exit a table is printed: one row per op, forward and backward counts and milliseconds
 
 It is an `Observer` (tinygrad_lite.observe): every op the engine runs is timed, forward and
-backward, under its name in the op registry, so a new op has its row with nothing to add here.
-`Optimizer.step` calls are timed as `optimizer.step`.
+backward, under its name in the op registry (`ctx.fn.name`), so a new op has its row with nothing
+to add here. The ops an op's backward runs (a math-first backward is written in Tensor ops) are
+part of that backward's time, not more forward rows, so no time is counted twice. `step()` of
+`optim.Optimizer` and of every subclass is timed as `optimizer.step`.
 """
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ class profile(observe.Forwarding):
         self.forward_times = defaultdict(lambda: [0, 0.0])  # op -> [calls, seconds]
         self.backward_times = defaultdict(lambda: [0, 0.0])
         self._patched: list[tuple[type, object]] = []
+        self._busy = 0  # > 0 while an op's backward or an optimizer step runs: the ops inside are its time
 
     # ------------------------------------------------------------ recording
     def forward(self, ctx, impl, arrays):
+        if self._busy:
+            return self.inner.forward(ctx, impl, arrays)
         start = time.perf_counter()
         try:
             return self.inner.forward(ctx, impl, arrays)
@@ -37,10 +42,14 @@ class profile(observe.Forwarding):
             _add(self.forward_times[ctx.fn.name], start)
 
     def backward(self, ctx, run, g):
+        if self._busy:  # a backward inside a backward (checkpointing recomputes and backpropagates)
+            return self.inner.backward(ctx, run, g)
         start = time.perf_counter()
+        self._busy += 1
         try:
             return self.inner.backward(ctx, run, g)
         finally:
+            self._busy -= 1
             _add(self.backward_times[ctx.fn.name], start)
 
     def _time_steps(self, cls: type) -> None:
@@ -48,10 +57,14 @@ class profile(observe.Forwarding):
 
         @functools.wraps(original)
         def step(opt, *args, **kwargs):
+            if self._busy:  # a subclass's step calling super().step(): one step, timed once
+                return original(opt, *args, **kwargs)
             start = time.perf_counter()
+            self._busy += 1
             try:
                 return original(opt, *args, **kwargs)
             finally:
+                self._busy -= 1
                 _add(self.forward_times["optimizer.step"], start)
         cls.step = step
         self._patched.append((cls, original))
@@ -59,20 +72,30 @@ class profile(observe.Forwarding):
     def __enter__(self) -> "profile":
         if any(isinstance(o, profile) for o in _chain()):
             raise RuntimeError("a tinygrad_lite.profile is already active")
-        for cls in (optim.Optimizer, *optim.Optimizer.__subclasses__()):
-            if "step" in cls.__dict__:
-                self._time_steps(cls)
         self._watch = observe.watch(self)
         self._watch.__enter__()
+        try:
+            for cls in _subclasses(optim.Optimizer):
+                if "step" in cls.__dict__:
+                    self._time_steps(cls)
+        except BaseException:
+            self._restore()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        self._watch.__exit__(*exc)
-        for cls, original in reversed(self._patched):
-            cls.step = original
-        self._patched.clear()
+        self._restore()
         if not self.quiet and exc[0] is None:
             print(self.table())
+
+    def _restore(self) -> None:
+        """Put back every patched step and the observer this one replaced, whatever happened in the block."""
+        try:
+            for cls, original in reversed(self._patched):
+                cls.step = original
+            self._patched.clear()
+        finally:
+            self._watch.__exit__(None, None, None)
 
     # ------------------------------------------------------------ report
     def rows(self) -> list[tuple[str, int, float, int, float]]:
@@ -96,6 +119,17 @@ class profile(observe.Forwarding):
 def _add(row: list, start: float) -> None:
     row[0] += 1
     row[1] += time.perf_counter() - start
+
+
+def _subclasses(cls: type) -> list[type]:
+    """cls and all its subclasses, at any depth, each once."""
+    found, todo = [], [cls]
+    while todo:
+        c = todo.pop()
+        if c not in found:
+            found.append(c)
+            todo.extend(c.__subclasses__())
+    return found
 
 
 def _chain():

@@ -74,39 +74,44 @@ def backward(roots, seeds, grads, retain_graph: bool = False, inputs=None) -> li
                 if wanted is None:
                     grads.to_leaf(t, g)
                 continue
+            if t._retain and wanted is None:
+                grads.to_leaf(t, g)
+            if needed is not None and id(t) not in needed:
+                continue  # autograd.grad: no wanted Tensor lies below this one
             if ctx.inputs is None:
                 raise RuntimeError(
                     f"backward through the graph a second time: the saved arrays of op '{ctx.fn.name}' were "
                     f"freed by the first backward; pass retain_graph=True to the first backward() to keep them")
-            if t._retain and wanted is None:
-                grads.to_leaf(t, g)
-            if needed is None or id(t) in needed:
-                in_grads = _as_tuple(ctx, observe.current.backward(ctx, grads.node, g))
-                for x, gx in zip(ctx.inputs, in_grads):  # the chain rule: sum over every use
-                    if gx is not None and x is not None and x.requires_grad \
-                            and (needed is None or id(x) in needed):
-                        pending[id(x)] = grads.add(pending.get(id(x)), gx)
+            in_grads = _as_tuple(ctx, grads.node(ctx, g))
+            for x, gx in zip(ctx.inputs, in_grads):  # the chain rule: sum over every use
+                if gx is not None and x is not None and x.requires_grad \
+                        and (needed is None or id(x) in needed or id(x) in wanted):
+                    pending[id(x)] = grads.add(pending.get(id(x)), gx)
             if not retain_graph:
                 ctx.release()  # free the saved activations as soon as they are used
     return found
 
 
 def _leading_to(order: list, wanted: dict) -> set:
-    """ids of the Tensors in `order` from which some wanted Tensor can be reached (itself included)."""
+    """ids of the Tensors in `order` with a wanted Tensor among their inputs, or below them."""
     needed = set()
     for t in order:  # inputs before the Tensors made from them
-        if id(t) in wanted or any(id(x) in needed for x in inputs_of(t)):
+        if any(id(x) in wanted or id(x) in needed for x in inputs_of(t)):
             needed.add(id(t))
     return needed
 
 
 def _as_tuple(ctx, in_grads) -> tuple:
-    """One gradient per forward input (an op of one input may return its gradient bare)."""
+    """One gradient per forward input, each of its input's shape (an op of one input may return it bare)."""
     if not isinstance(in_grads, (tuple, list)):
         in_grads = (in_grads,)
     if len(in_grads) != len(ctx.inputs):
         raise RuntimeError(f"the backward of op '{ctx.fn.name}' returned {len(in_grads)} gradient(s); its forward "
                            f"took {len(ctx.inputs)} input(s): return one gradient (or None) per forward input")
+    for i, (x, gx) in enumerate(zip(ctx.inputs, in_grads)):
+        if x is not None and gx is not None and getattr(gx, "shape", None) != x.shape:
+            raise RuntimeError(f"the backward of op '{ctx.fn.name}' returned a gradient of shape "
+                               f"{getattr(gx, 'shape', None)} for input {i}, whose shape is {x.shape}")
     return in_grads
 
 

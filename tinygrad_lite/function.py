@@ -146,11 +146,12 @@ class MathGrads:
     def start(self, g):  # the gradient a root starts with
         return g
 
-    def node(self, ctx: Context, g):  # dL/d(inputs) of one op, from dL/d(output)
-        grads = ctx.fn.backward(ctx, g)
-        if not self.create_graph:
-            return grads
-        return tuple(_once_differentiable(ctx, x) for x in (grads if isinstance(grads, (tuple, list)) else (grads,)))
+    def node(self, ctx: Context, g):  # dL/d(inputs) of one op, from dL/d(output), watched by the tools
+        grads = observe.current.backward(ctx, ctx.fn.backward, g)
+        grads = grads if isinstance(grads, (tuple, list)) else (grads,)
+        if self.create_graph:
+            return tuple(_once_differentiable(ctx, x) for x in grads)
+        return tuple(x if x is None or hasattr(x, "_wrap") else g._wrap(np.asarray(x), None) for x in grads)
 
     def add(self, total, g):  # gradients meeting at one Tensor are summed
         return g if total is None else total + g

@@ -22,7 +22,9 @@ class Observer:
         return impl.forward(ctx, *arrays)
 
     def backward(self, ctx, run: Callable, g):
-        """Compute one op's input gradients: `run(ctx, g)`, g the gradient of its output."""
+        """Compute one op's input gradients: `run(ctx, g)`, g the gradient of its output. `run` is the op's
+        math-first backward (g and the results are Tensors) or its fast kernel's (NumPy arrays, or a sparse
+        gradient with the nonzero part in `.values`); a result may be None."""
         return run(ctx, g)
 
     def hook(self, tensor, hook: Callable, g):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import observe
 from ..tensor import Tensor
 
 
@@ -76,6 +77,10 @@ class Slot:
     def __init__(self, value, owned: bool):
         self.value, self.owned = value, owned
 
+    @property
+    def shape(self) -> tuple:
+        return self.value.shape
+
     def array(self) -> np.ndarray:
         """The gradient as a dense array (a sparse one is made dense, and is then owned)."""
         if isinstance(self.value, SparseGrad):
@@ -106,9 +111,9 @@ class FastGrads:
         g = slot.array()
         self.handed.add(id(_root(g)))
         if ctx.impl is not ctx.fn:  # the forward ran a fast kernel: its backward works on arrays
-            grads = ctx.impl.backward(ctx, g)
+            grads = observe.current.backward(ctx, ctx.impl.backward, g)
         else:  # the math-first backward, on Tensors (no graph is recorded: grad mode is off)
-            grads = ctx.fn.backward(ctx, _readonly_tensor(g))
+            grads = observe.current.backward(ctx, ctx.fn.backward, _readonly_tensor(g))
         grads = grads if isinstance(grads, (tuple, list)) else (grads,)
         grads = [x.data if isinstance(x, Tensor) else x for x in grads]
         # memory returned to more than one input (e.g. `t = g * s; return t, t`) is owned by neither:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import tinygrad_lite.functional as F
+from tinygrad_lite import special
 from tinygrad_lite import Tensor, gradcheck
 from tinygrad_lite.fast.engine import RowGrad
 

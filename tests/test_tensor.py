@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinygrad_lite import get_default_dtype, gradcheck, is_grad_enabled, no_grad, set_default_dtype
+from tinygrad_lite import Function, get_default_dtype, gradcheck, is_grad_enabled, no_grad, set_default_dtype
+import tinygrad_lite.functional as F
+from tinygrad_lite.function import OPS as REG
 from tinygrad_lite.tensor import Tensor
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -56,28 +58,39 @@ def test_default_dtype_restored_by_fixture_and_validated():
     assert get_default_dtype() == F32
 
 
-F32_OPS = {
+_P = np.array([[0.5, 1.0, 1.5], [2.0, 2.5, 3.0]], np.float32)
+F32_OPS = {  # one entry per registered op (test_every_registered_op_has_a_float32_row): a of shape (2, 3), b too
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b, "pow": lambda a, b: a ** b, "matmul": lambda a, b: a @ b.T,
     "neg": lambda a, b: -a, "exp": lambda a, b: a.exp(), "log": lambda a, b: a.log(), "tanh": lambda a, b: a.tanh(),
     "sqrt": lambda a, b: a.sqrt(), "relu": lambda a, b: a.relu(), "sigmoid": lambda a, b: a.sigmoid(),
-    "abs": lambda a, b: a.abs(), "sum": lambda a, b: a.sum(axis=0), "mean": lambda a, b: a.mean(),
-    "max": lambda a, b: a.max(axis=1, keepdims=True), "var": lambda a, b: a.var(axis=-1),
-    "reshape": lambda a, b: a.reshape(3, 2), "transpose": lambda a, b: a.transpose(), "swapaxes": lambda a, b: a.swapaxes(0, 1),
-    "getitem": lambda a, b: a[np.array([1, 1, 0])], "split": lambda a, b: a.split(1, axis=1)[2],
-    "cat": lambda a, b: Tensor.cat([a, b], 1), "stack": lambda a, b: Tensor.stack([a, b], 0),
-    "masked_fill": lambda a, b: a.masked_fill(np.array([True, False, True]), 0.5),
-    "where": lambda a, b: Tensor.where(np.array([True, False, True]), a, b),
+    "abs": lambda a, b: a.abs(), "sum": lambda a, b: a.sum(axis=0), "max": lambda a, b: a.max(axis=1, keepdims=True),
+    "cast": lambda a, b: a.astype(np.float64).astype(np.float32) * b,
+    "broadcast_to": lambda a, b: a.broadcast_to((4, 2, 3)),
+    "reshape": lambda a, b: a.reshape(3, 2), "transpose": lambda a, b: a.transpose(),
+    "getitem": lambda a, b: a[np.array([1, 1, 0])], "index_add": lambda a, b: REG["index_add"].apply(a, [1, 1], (3, 3)),
+    "cat": lambda a, b: Tensor.cat([a, b], 1), "where": lambda a, b: Tensor.where(np.array([True, False, True]), a, b),
+    "softmax": lambda a, b: F.softmax(a), "log_softmax": lambda a, b: F.log_softmax(a, 0),
+    "cross_entropy": lambda a, b: F.cross_entropy(a, np.array([2, 0])), "normal_cdf": lambda a, b: REG["normal_cdf"].apply(a),
+    "gelu": lambda a, b: F.gelu(a) + F.gelu(b, "none"), "layer_norm": lambda a, b: F.layer_norm(a, b[0], b[1]),
+    "embedding": lambda a, b: F.embedding(np.array([1, 0, 1]), a), "linear": lambda a, b: F.linear(a, b.T, b[0, :2]),
+    "dropout": lambda a, b: F.dropout(a, 0.5, True, rng=np.random.default_rng(0)),
+    "scaled_dot_product_attention": lambda a, b: F.scaled_dot_product_attention(a, b, a * b),
 }
+
+
+def test_every_registered_op_has_a_float32_row():
+    assert set(F32_OPS) == set(REG), f"missing: {sorted(set(REG) - set(F32_OPS))}, extra: {sorted(set(F32_OPS) - set(REG))}"
 
 
 @pytest.mark.parametrize("name", list(F32_OPS))
 def test_float32_ops_stay_float32_forward_and_backward(name):
-    a = Tensor([[0.5, 1.0, 1.5], [2.0, 2.5, 3.0]], requires_grad=True)
+    a = Tensor(_P, requires_grad=True)
     b = Tensor([[1.5, 0.5, 2.0], [1.0, 3.0, 0.25]], requires_grad=True)
     out = F32_OPS[name](a, b)
     assert out.dtype == F32
-    out.backward(np.ones(out.shape, np.float32))
+    out.backward(np.random.default_rng(0).standard_normal(out.shape).astype(np.float32))
+    assert a.grad is not None
     for t in (a, b):
         assert t.grad is None or t.grad.dtype == F32
 
@@ -203,12 +216,21 @@ def test_leaf_grads_are_never_aliased():
     np.testing.assert_array_equal(g, [10.0, 20.0])  # the caller's gradient was not written into
 
 
-def _twice(a: Tensor, b: Tensor) -> Tensor:
-    """a + b whose backward returns ONE fresh array for both parents (allowed by the _make contract)."""
-    def backward(g):
-        t = g * 1.0
+class _Twice(Function):
+    """a + b whose backward returns ONE fresh array for both inputs (a Function may do so)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        t = np.array(g) * 1.0
         return t, t
-    return Tensor._make(a.data + b.data, (a, b), backward, "twice")
+
+
+def _twice(a: Tensor, b: Tensor) -> Tensor:
+    return _Twice.apply(a, b)
 
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
@@ -251,7 +273,7 @@ def test_no_grad_context_records_no_graph():
         assert not is_grad_enabled()
         y = (x * 2.0).exp().sum()
     assert is_grad_enabled()
-    assert not y.requires_grad and y._backward is None and y._parents == ()
+    assert not y.requires_grad and y.is_leaf and y._ctx is None
     with pytest.raises(RuntimeError):
         y.backward()
 

@@ -32,7 +32,12 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
             data = data.data
-        arr = np.asarray(data)
+        elif isinstance(data, (list, tuple)):
+            data = [d.data if isinstance(d, Tensor) else d for d in data]
+        try:
+            arr = np.asarray(data)
+        except ValueError as e:
+            raise TypeError(f"Tensor data must be a rectangular array of numbers: {e}") from None
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"Tensor data must be numbers (floats, integers or bools), got "
                             f"{type(data).__name__} with dtype {arr.dtype}")
@@ -132,7 +137,7 @@ class Tensor:
         if self.dtype.kind != "f" and arr.dtype.kind == "f":
             raise TypeError(f"float data ({arr.dtype}) with an integer Tensor ({self.dtype}): cast the Tensor "
                             f"first, e.g. t.astype(np.float32)")
-        return Tensor(arr, dtype=self.dtype if arr.dtype.kind in "fiu" else arr.dtype)
+        return Tensor(arr, dtype=self.dtype if self.dtype.kind == "f" or arr.dtype.kind != "b" else arr.dtype)
 
     # ------------------------------------------------------ operators (the ops are below)
     def __add__(self, other): return Add.apply(self, self._lift(other))
@@ -346,7 +351,8 @@ class Pow(Function):
     @staticmethod
     def backward(ctx, g):  # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b ln a
         (a, b, out), (na, nb) = ctx.saved_tensors, ctx.needs_input_grad
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if na else None
+        a1 = Tensor.where(b.data == 0, 1.0, a)  # b = 0 gives 0 even at a = 0 (not 0 * 0^-1), as PyTorch
+        ga = unbroadcast(g * b * a1 ** (b - 1), a.shape) if na else None
         if not nb:
             return ga, None
         ln_a = Tensor.where((a.data == 0) & (b.data >= 0), 1.0, a).log()  # at a = 0, b >= 0 take ln 1:

@@ -213,6 +213,7 @@ class GELU:
         if approximate == "none":
             ctx.cdf = special.normal_cdf(x)  # Phi(x)
             return x * ctx.cdf
+        x = np.atleast_1d(x)  # in-place ufuncs need arrays: 0-d arithmetic gives NumPy scalars
         xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)
         th = xc * xc
         th *= _GELU_C * _GELU_A
@@ -223,11 +224,12 @@ class GELU:
         y = np.add(th, 1.0, out=xc)
         y *= x
         y *= 0.5  # y = 0.5 x (1 + th)
-        return y
+        return y.reshape(ctx.saved[0].shape)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved
+        shape, x, g = x.shape, np.atleast_1d(x), np.atleast_1d(g)
         if ctx.approximate == "none":  # dy/dx = Phi(x) + x phi(x)
             xc = np.clip(x, -40.0, 40.0)
             d = xc * xc
@@ -235,10 +237,10 @@ class GELU:
             np.exp(d, out=d)
             d *= 1.0 / math.sqrt(2.0 * math.pi)
             d *= x
-            d += ctx.cdf
+            d += ctx.cdf.reshape(d.shape)
             d *= g
-            return d, None
-        th = ctx.th  # dy/dx = 0.5 (1 + th) + 0.5 c x (1 + 3 a x^2) (1 - th^2)
+            return d.reshape(shape), None
+        th = ctx.th  # dy/dx = 0.5 (1 + th) + 0.5 c x (1 + 3 a x^2) (1 - th^2), th (1-D at least)
         xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)
         d = xc * xc
         d *= 1.5 * _GELU_C * _GELU_A
@@ -251,7 +253,7 @@ class GELU:
         d += t
         d += 0.5
         d *= g
-        return d, None
+        return d.reshape(shape), None
 
 
 @kernel(F.LayerNorm)

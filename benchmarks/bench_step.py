@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import tinygrad_lite.fast as fast  # noqa: E402
 import tinygrad_lite.functional as F  # noqa: E402
 import tinygrad_lite.optim as optim  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
@@ -152,7 +153,9 @@ def worker(side: str, name: str, weights: str) -> None:
     overrides, B, T = CONFIGS[name]
     cfg = GPTConfig(**overrides)
     x, y = make_batch(cfg, B, T)
+    fast.reuse_freed_memory()  # malloc reuse; torch's side skips it (TINYGRAD_LITE_SYSTEM_MALLOC) unless --tuned-torch
     if side == "ours":
+        fast.set_num_threads(os.cpu_count() or 1)  # the optimizer's threads
         runner = Ours(cfg)
         np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
     else:

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import tinygrad_lite.fast
+    tinygrad_lite.fast.tune_process()  # malloc reuse and the optimizer's threads: a program's choice, not an import's
     return int(args.func(args) or 0)
 
 

@@ -7,13 +7,14 @@
 - `FastGrads` (engine.py) adds gradients in place when no one else holds the array, and keeps
   sparse gradients (an embedding's rows, a slice) sparse.
 - Process-wide switches are opt-in calls, never import side effects: `reuse_freed_memory()` (malloc
-  tuning) and `set_num_threads(n)` (a thread pool for the optimizer).
+  tuning), `set_num_threads(n)` (a thread pool for the optimizers), or both: `tune_process()`.
 
 `disabled()` runs a block on the math-first versions alone; the tests compare the two.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 from .. import function
@@ -61,7 +62,16 @@ def disabled() -> Iterator[None]:
         enable(was)
 
 
+def tune_process(num_threads: int | None = None) -> None:
+    """Both process-wide speed switches at once, for a training loop or a benchmark: malloc keeps freed
+    blocks for reuse (`reuse_freed_memory`), and the optimizers run on `num_threads` threads
+    (`set_num_threads`; default: one per CPU core). `python -m gpt` calls it for every command."""
+    reuse_freed_memory()
+    set_num_threads(num_threads or os.cpu_count() or 1)
+
+
 from . import engine, kernels  # noqa: E402,F401  (register the kernels and FastGrads)
-from .memory import reuse_freed_memory  # noqa: E402,F401
+from .memory import reuse_freed_memory  # noqa: E402
+from .optim import get_num_threads, set_num_threads  # noqa: E402,F401  (optimizer kernels; opt-in thread pool)
 
 enable(True)

@@ -6,6 +6,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import gpt.checkpoint as checkpoint
+from crosscheck import need
 from gpt import GPT, GPTConfig
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
@@ -153,10 +154,11 @@ def test_crash_while_saving_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------- transformers interop
 @pytest.fixture(scope="module")
 def hf():
-    pytest.importorskip("torch")
-    return pytest.importorskip("transformers")
+    need("torch")
+    return need("transformers")
 
 
+@pytest.mark.crosscheck
 @pytest.mark.parametrize("tie", [True, False])
 def test_saved_model_opens_in_transformers(tmp_path, hf, tie):
     import torch
@@ -168,6 +170,7 @@ def test_saved_model_opens_in_transformers(tmp_path, hf, tie):
     np.testing.assert_allclose(logits, model(IDX).data, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.crosscheck
 @pytest.mark.parametrize("tie", [True, False])
 def test_transformers_saved_model_loads_here(tmp_path, hf, tie):
     import torch

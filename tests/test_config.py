@@ -7,6 +7,7 @@ import math
 import pytest
 
 from gpt.config import PRESETS, GPTConfig, count_parameters
+from crosscheck import need
 
 # The config.json of the Hugging Face "gpt2" checkpoint (openai-community/gpt2), verbatim.
 HF_GPT2_CONFIG_JSON = """{
@@ -234,8 +235,9 @@ def test_hf_conversion_errors():
     assert GPTConfig.from_hf_dict(dict(base, activation_function="gelu_pytorch_tanh")).n_layer == 12
 
 
+@pytest.mark.crosscheck
 def test_hf_config_accepted_by_transformers(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = need("transformers")
     c = GPTConfig.from_preset("tiny", tie_weights=False, n_inner=300, dropout=0.1)
     (tmp_path / "config.json").write_text(json.dumps(c.to_hf_dict()))
     hf = transformers.AutoConfig.from_pretrained(tmp_path)

@@ -9,13 +9,14 @@ from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set
 from .function import Function
 from .tensor import Tensor, unbroadcast
 from . import autograd, functional, nn, optim
+from .recompute import checkpoint
 from . import fast
 from .fast import reuse_freed_memory
-from .tools.anomaly import AnomalyError, detect_anomaly
-from .tools.gradcheck import GradcheckError, gradcheck
+from . import gradcheck, graph, memory, profile  # noqa: F401  the old module names (re-exports), loaded first so that
+from .tools.anomaly import AnomalyError, detect_anomaly  # the function and the class below keep these two names
+from .tools.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .tools.profile import profile
-from . import graph  # noqa: E402  (tinygrad_lite.graph.to_dot / render)
 
 __all__ = ["Tensor", "Function", "unbroadcast", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
            "get_default_dtype", "set_default_dtype", "autograd", "detect_anomaly", "AnomalyError", "gradcheck",
-           "GradcheckError", "profile", "reuse_freed_memory", "graph", "fast"]
+           "GradcheckError", "gradgradcheck", "profile", "reuse_freed_memory", "graph", "fast", "checkpoint"]

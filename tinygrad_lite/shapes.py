@@ -55,3 +55,49 @@ def check_matmul(sa: tuple, sb: tuple) -> None:
         np.broadcast_shapes(sa[:-2], sb[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {sa} and {sb} do not broadcast") from None
+
+
+def check_reshape(shape: tuple, new) -> tuple:
+    """`reshape(*new)` or `reshape(new)` of an array of `shape`: the new shape, or a ValueError naming both."""
+    new = tuple(new[0]) if len(new) == 1 and isinstance(new[0], (tuple, list)) else tuple(new)
+    try:
+        np.empty(shape, dtype=np.bool_).reshape(new)  # checks the shape; no data is touched
+    except ValueError:
+        raise ValueError(f"cannot reshape a tensor of shape {shape} ({int(np.prod(shape))} elements) to {new}") from None
+    return new
+
+
+def permutation(axes: tuple, ndim: int) -> tuple:
+    """`transpose(*axes)` or `transpose(axes)`: non-negative axes (none given: reversed), or a ValueError."""
+    axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else tuple(axes)
+    axes = axes or tuple(reversed(range(ndim)))
+    if sorted(a % max(ndim, 1) for a in axes) != list(range(ndim)):
+        raise ValueError(f"transpose axes {axes} are not a permutation of {ndim} axes")
+    return tuple(a % ndim for a in axes)
+
+
+def split_slices(size_or_sizes, n: int, axis: int) -> list[slice]:
+    """The slices of an axis of length n that `split` makes: an int is the chunk size (the last may be
+    smaller), a list gives the sizes (PyTorch's semantics)."""
+    if isinstance(size_or_sizes, (int, np.integer)):
+        if size_or_sizes <= 0:
+            raise ValueError(f"split size must be positive, got {size_or_sizes}")
+        sizes = [min(size_or_sizes, n - s) for s in range(0, n, size_or_sizes)]
+    else:
+        sizes = list(size_or_sizes)
+        if sum(sizes) != n:
+            raise ValueError(f"split sizes {sizes} sum to {sum(sizes)}, but axis {axis} has size {n}")
+    starts = np.cumsum([0] + sizes[:-1])
+    return [slice(int(s), int(s) + k) for s, k in zip(starts, sizes)]
+
+
+def stacked_shape(shapes: list, axis: int) -> list:
+    """The shape each of the equal `shapes` takes in `stack`: a new axis of size 1 at `axis`."""
+    if len(set(shapes)) != 1:
+        raise ValueError(f"stack needs equal shapes, got {list(shapes)}")
+    ndim = len(shapes[0]) + 1
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(f"stack axis {axis} is out of bounds for {ndim} dimensions")
+    new = list(shapes[0])
+    new.insert(axis % ndim, 1)
+    return new

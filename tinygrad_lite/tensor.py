@@ -17,7 +17,8 @@ import numpy as np
 
 from . import function
 from .function import Context, Function, register
-from .shapes import check_matmul, normalize_axes, same_dtype, unbroadcast, unwrap_index
+from .shapes import (check_matmul, check_reshape, normalize_axes, permutation, same_dtype, split_slices, stacked_shape,
+                     unbroadcast, unwrap_index)
 from .observe import RemovableHandle
 from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype  # noqa: F401
 
@@ -178,8 +179,8 @@ class Tensor:
 
     def var(self, axis=None, keepdims: bool = False, ddof: int = 0) -> "Tensor":
         axes = normalize_axes(axis, self.ndim)
-        n = int(np.prod([self.shape[i] for i in axes]))
         centered = self - self.mean(axes, keepdims=True)
+        n = int(np.prod([self.shape[i] for i in axes]))
         return (centered * centered).sum(axes, keepdims) * (1.0 / (n - ddof))  # sum (x - mean)^2 / (n - ddof)
 
     def max(self, axis=None, keepdims: bool = False) -> "Tensor":
@@ -188,19 +189,10 @@ class Tensor:
         return Max.apply(self, normalize_axes(axis, self.ndim), keepdims)
 
     def reshape(self, *shape) -> "Tensor":
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-        try:
-            np.empty(self.shape, dtype=np.bool_).reshape(shape)  # checks the shape; no data is touched
-        except ValueError:
-            raise ValueError(f"cannot reshape a tensor of shape {self.shape} ({self.size} elements) to {shape}") from None
-        return Reshape.apply(self, shape)
+        return Reshape.apply(self, check_reshape(self.shape, shape))
 
     def transpose(self, *axes) -> "Tensor":
-        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
-        axes = axes or tuple(reversed(range(self.ndim)))
-        if sorted(a % max(self.ndim, 1) for a in axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose axes {axes} are not a permutation of {self.ndim} axes")
-        return Transpose.apply(self, tuple(a % self.ndim for a in axes))
+        return Transpose.apply(self, permutation(axes, self.ndim))
 
     def swapaxes(self, a: int, b: int) -> "Tensor":
         axes = list(range(self.ndim))
@@ -216,18 +208,8 @@ class Tensor:
 
     def split(self, size_or_sizes, axis: int = 0) -> list["Tensor"]:
         """PyTorch semantics: an int is the chunk size (last may be smaller); a list gives the sizes."""
-        n = self.shape[axis]
-        if isinstance(size_or_sizes, (int, np.integer)):
-            if size_or_sizes <= 0:
-                raise ValueError(f"split size must be positive, got {size_or_sizes}")
-            sizes = [min(size_or_sizes, n - s) for s in range(0, n, size_or_sizes)]
-        else:
-            sizes = list(size_or_sizes)
-            if sum(sizes) != n:
-                raise ValueError(f"split sizes {sizes} sum to {sum(sizes)}, but axis {axis} has size {n}")
-        starts = np.cumsum([0] + sizes[:-1])
         lead = (slice(None),) * (axis % self.ndim)
-        return [self[lead + (slice(int(s), int(s) + k),)] for s, k in zip(starts, sizes)]
+        return [self[lead + (chunk,)] for chunk in split_slices(size_or_sizes, self.shape[axis], axis)]
 
     @staticmethod
     def cat(tensors: Sequence["Tensor"], axis: int = 0) -> "Tensor":
@@ -237,16 +219,8 @@ class Tensor:
 
     @staticmethod
     def stack(tensors: Sequence["Tensor"], axis: int = 0) -> "Tensor":
-        tensors = list(tensors)
-        shapes = {t.shape for t in tensors}
-        if len(shapes) != 1:
-            raise ValueError(f"stack needs equal shapes, got {[t.shape for t in tensors]}")
-        ndim = tensors[0].ndim + 1
-        if not -ndim <= axis < ndim:
-            raise np.exceptions.AxisError(f"stack axis {axis} is out of bounds for {ndim} dimensions")
-        new = list(tensors[0].shape)
-        new.insert(axis % ndim, 1)
-        return Tensor.cat([t.reshape(new) for t in tensors], axis)  # each gets a new axis of size 1
+        new = stacked_shape([t.shape for t in tensors], axis)  # each gets a new axis of size 1, then cat
+        return Tensor.cat([t.reshape(new) for t in tensors], axis)
 
     def masked_fill(self, mask, value: float) -> "Tensor":
         mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)
@@ -279,8 +253,6 @@ class Tensor:
                                "(no input had requires_grad=True, or it was made under no_grad)")
         seed = function.seed(self, grad if gradient is None else gradient, "backward")
         function.run_backward([self], [seed], create_graph if retain_graph is None else retain_graph, create_graph)
-
-
 
 
 # ================================================================== the primitive ops

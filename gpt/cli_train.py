@@ -65,6 +65,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                    help="no progress bar (evaluations are still printed)")
+    p.add_argument("--checkpoint-blocks", dest="checkpoint_blocks", action="store_true", default=argparse.SUPPRESS,
+                   help="activation checkpointing: keep only each block's output and rerun the block in backward "
+                        "(about 1/3 less peak memory for GPT-2 at T=512, about 1.3x the step time; same gradients)")
     p.set_defaults(func=run)
 
 

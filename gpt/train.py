@@ -94,6 +94,7 @@ class TrainConfig:
     seed: int = 1337  # model init, batches, dropout
     resume: bool = False  # continue the run saved in `out`
     progress: bool = True  # tqdm progress bar on stderr
+    checkpoint_blocks: bool = False  # activation checkpointing: rerun each block's forward in backward (less memory)
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
@@ -177,6 +178,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model_config = GPTConfig(vocab_size=data.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
     model = GPT(model_config, seed=cfg.seed, dtype=np.float32)
+    model.checkpoint_blocks = cfg.checkpoint_blocks
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     rng = np.random.default_rng(cfg.seed)  # training batches
     it, losses, evals, seconds = 0, [], [], 0.0

@@ -246,3 +246,14 @@ def test_cli_sample_rejects_unseen_characters(text_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: 3 character(s) not in the char tokenizer's vocabulary: 'Z', 'b', '™'")
     assert "Traceback" not in err
+
+
+def test_checkpoint_blocks_switch_trains_the_same_run(text_file, tmp_path):
+    """--checkpoint-blocks reruns each block in backward: the same losses, from the library and the CLI."""
+    plain = train(_cfg(text_file, tmp_path / "a", max_iters=6, dropout=0.1))
+    ck = train(_cfg(text_file, tmp_path / "b", max_iters=6, dropout=0.1, checkpoint_blocks=True))
+    assert plain["losses"] == ck["losses"] and plain["val_loss"] == ck["val_loss"]
+    assert main(["train", "--data", str(text_file), "--out", str(tmp_path / "c"), "--n-layer", "2", "--n-head", "2",
+                 "--n-embd", "32", "--block-size", "16", "--max-iters", "3", "--warmup-iters", "1",
+                 "--eval-interval", "3", "--eval-iters", "1", "--no-progress", "--checkpoint-blocks"]) == 0
+    assert json.loads((tmp_path / "c" / "train_state.json").read_text())["config"]["checkpoint_blocks"] is True

@@ -34,8 +34,10 @@ def toposort(roots, only_grad: bool = True) -> list:
             continue
         seen.add(id(t))
         stack.append((t, True))
-        for p in reversed(inputs_of(t)):  # reversed: the first input is expanded first
-            if (p.requires_grad or not only_grad) and id(p) not in seen:
+        ctx = t._ctx
+        inputs = ctx.inputs if ctx is not None and ctx.inputs is not None else ()
+        for p in reversed(inputs):  # reversed: the first input is expanded first
+            if p is not None and (p.requires_grad or not only_grad) and id(p) not in seen:
                 stack.append((p, False))
     return order
 
@@ -109,7 +111,7 @@ def _as_tuple(ctx, in_grads) -> tuple:
         raise RuntimeError(f"the backward of op '{ctx.fn.name}' returned {len(in_grads)} gradient(s); its forward "
                            f"took {len(ctx.inputs)} input(s): return one gradient (or None) per forward input")
     for i, (x, gx) in enumerate(zip(ctx.inputs, in_grads)):
-        if x is not None and gx is not None and getattr(gx, "shape", None) != x.shape:
+        if gx is not None and x is not None and getattr(gx, "shape", None) != x.data.shape:
             raise RuntimeError(f"the backward of op '{ctx.fn.name}' returned a gradient of shape "
                                f"{getattr(gx, 'shape', None)} for input {i}, whose shape is {x.shape}")
     return in_grads

@@ -113,12 +113,15 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
+        tensors, needs, arrays = [], [], []  # per argument: the Tensor or None, needs a gradient, the array
+        for a in args:
+            is_tensor = hasattr(a, "_wrap")
+            tensors.append(a if is_tensor else None)
+            needs.append(is_tensor and a.requires_grad)
+            arrays.append(a.data if is_tensor else a)
         like = _any_tensor(args)
-        tensors = tuple(a if hasattr(a, "_wrap") else None for a in args)
-        needs = tuple(t is not None and t.requires_grad for t in tensors)
         record = state.grad_enabled and any(needs)
-        ctx = Context(cls, tensors, needs)
-        arrays = [a.data if t is not None else a for a, t in zip(args, tensors)]
+        ctx = Context(cls, tuple(tensors), tuple(needs))
         try:
             out = observe.current.forward(ctx, ctx.impl, arrays)
         except ValueError as e:
@@ -156,7 +159,7 @@ class MathGrads:
     def add(self, total, g):  # gradients meeting at one Tensor are summed
         return g if total is None else total + g
 
-    def tensor(self, g, like=None):  # as a Tensor (hooks and autograd.grad see Tensors)
+    def tensor(self, g):  # as a Tensor (hooks and autograd.grad see Tensors)
         return g
 
     def from_hook(self, result, t):  # what a gradient hook on t returned, as a gradient
@@ -212,6 +215,8 @@ def seed(t, gradient, where: str):
                                f"{t.shape}; pass a gradient of shape {t.shape}")
         return t._wrap(np.ones_like(t.data), None)
     g = gradient if hasattr(gradient, "_wrap") else t._wrap(np.array(gradient, dtype=t.dtype), None)
+    if g.dtype != t.dtype:
+        g = g.astype(t.dtype)  # a differentiable cast, should g carry a graph
     if g.shape != t.shape:
         raise ValueError(f"{where}(gradient): the gradient has shape {g.shape}, expected {t.shape}")
     return g

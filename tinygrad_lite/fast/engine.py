@@ -72,14 +72,10 @@ class SliceGrad(SparseGrad):
 
 class Slot:
     """A gradient on its way: an array (or a SparseGrad) and whether no one else holds that array."""
-    __slots__ = ("value", "owned")
+    __slots__ = ("value", "owned", "shape")
 
     def __init__(self, value, owned: bool):
-        self.value, self.owned = value, owned
-
-    @property
-    def shape(self) -> tuple:
-        return self.value.shape
+        self.value, self.owned, self.shape = value, owned, value.shape
 
     def array(self) -> np.ndarray:
         """The gradient as a dense array (a sparse one is made dense, and is then owned)."""

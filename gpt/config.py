@@ -1,6 +1,7 @@
 """GPT-2 model configuration: sizes, presets, Hugging Face `config.json` conversion, parameter count.
 
-`GPTConfig` holds the hyperparameters of a GPT-2 style model (names follow nanoGPT / GPT-2):
+`GPTConfig` holds the hyperparameters of a GPT-2 style model (names follow nanoGPT / GPT-2); each
+field is validated here, once. Hugging Face's config.json form is in gpt/hf.py.
 
     vocab_size      V   number of token ids
     block_size      T   longest sequence (number of learned positions)
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["GPTConfig", "PRESETS", "count_parameters"]
+__all__ = ["GPTConfig", "PRESETS", "count_parameters", "check_field_names"]
 
 _GPT2 = dict(vocab_size=50257, block_size=1024)
 
@@ -54,16 +55,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "medium": dict(vocab_size=5000, block_size=512, n_layer=12, n_head=8, n_embd=512),
     "base": dict(vocab_size=10000, block_size=1024, n_layer=12, n_head=12, n_embd=768),
 }
-
-# Hugging Face GPT2Config options whose non-default value our model cannot reproduce.
-_HF_UNSUPPORTED = {
-    "scale_attn_weights": True,  # our attention always scales by 1/sqrt(head size)
-    "scale_attn_by_inverse_layer_idx": False,
-    "add_cross_attention": False,
-}
-# Activations equal to our tanh-approximated GELU.
-_HF_TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
-
 
 @dataclass
 class GPTConfig:
@@ -117,7 +108,7 @@ class GPTConfig:
         """The preset `name` (see `PRESETS`), with any field replaced by `overrides`."""
         if name not in PRESETS:
             raise ValueError(f"unknown GPTConfig preset {name!r}; known presets: {', '.join(PRESETS)}")
-        _check_field_names(overrides, f"override for preset {name!r}")
+        check_field_names(overrides, f"override for preset {name!r}")
         return cls(**{**PRESETS[name], **overrides})
 
     # ---- our own JSON form ----
@@ -129,89 +120,8 @@ class GPTConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         """Build from `to_dict()` output; missing fields take their defaults, unknown ones raise."""
-        _check_field_names(d, "GPTConfig.from_dict key")
+        check_field_names(d, "GPTConfig.from_dict key")
         return cls(**d)
-
-    # ---- Hugging Face GPT2Config config.json ----
-
-    def to_hf_dict(self) -> dict[str, Any]:
-        """The fields of a Hugging Face `GPT2Config` `config.json` describing this model.
-
-        HF GPT-2 always has biases, so `bias=False` cannot be expressed and raises.
-        """
-        if not self.bias:
-            raise ValueError(
-                "GPTConfig.bias=False cannot be written as a Hugging Face GPT2Config "
-                "(HF GPT-2 always has Linear and LayerNorm biases); use to_dict() instead"
-            )
-        # GPT-2's <|endoftext|> id is only meaningful with the GPT-2 vocabulary.
-        eot = 50256 if self.vocab_size == 50257 else None
-        return {
-            "architectures": ["GPT2LMHeadModel"],
-            "model_type": "gpt2",
-            "activation_function": "gelu_new",  # tanh-approximated GELU
-            "vocab_size": self.vocab_size,
-            "n_positions": self.block_size,
-            "n_ctx": self.block_size,
-            "n_embd": self.n_embd,
-            "n_layer": self.n_layer,
-            "n_head": self.n_head,
-            "n_inner": self.n_inner,
-            "layer_norm_epsilon": self.layer_norm_eps,
-            "resid_pdrop": self.dropout,
-            "embd_pdrop": self.dropout,
-            "attn_pdrop": self.dropout,
-            "initializer_range": 0.02,
-            "scale_attn_weights": True,
-            "scale_attn_by_inverse_layer_idx": False,
-            "reorder_and_upcast_attn": False,
-            "tie_word_embeddings": self.tie_weights,
-            "bos_token_id": eot,
-            "eos_token_id": eot,
-            "use_cache": True,
-        }
-
-    @classmethod
-    def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> GPTConfig:
-        """Build from a Hugging Face GPT-2 `config.json` dict; `overrides` replace fields.
-
-        Unknown HF keys are ignored; HF defaults apply to missing ones (`n_inner: null` means
-        4 * n_embd). The three HF dropouts must agree unless `dropout=` is overridden.
-        Options our model cannot reproduce (another activation, unscaled attention, ...) raise.
-        """
-        _check_field_names(overrides, "from_hf_dict override")
-        model_type = d.get("model_type", "gpt2")
-        if model_type != "gpt2":
-            raise ValueError(f"expected a Hugging Face config with model_type 'gpt2', got {model_type!r}")
-        act = d.get("activation_function", "gelu_new")
-        if act not in _HF_TANH_GELU:
-            raise ValueError(
-                f"unsupported activation_function {act!r}: this GPT uses the tanh-approximated GELU "
-                f"(one of {', '.join(map(repr, _HF_TANH_GELU))})"
-            )
-        for key, supported in _HF_UNSUPPORTED.items():
-            if key in d and d[key] != supported:
-                raise ValueError(f"unsupported Hugging Face option {key}={d[key]!r}; expected {supported!r}")
-        kw: dict[str, Any] = {
-            "vocab_size": d.get("vocab_size", 50257),
-            "block_size": d.get("n_positions", d.get("n_ctx", 1024)),
-            "n_layer": d.get("n_layer", 12),
-            "n_head": d.get("n_head", 12),
-            "n_embd": d.get("n_embd", 768),
-            "n_inner": d.get("n_inner"),
-            "layer_norm_eps": d.get("layer_norm_epsilon", 1e-5),
-            "tie_weights": d.get("tie_word_embeddings", True),
-            "bias": True,
-        }
-        if "dropout" not in overrides:
-            drops = {k: d.get(k, 0.1) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")}
-            if len(set(drops.values())) != 1:
-                raise ValueError(
-                    f"GPTConfig has one dropout but the Hugging Face config has different ones {drops}; "
-                    f"pass dropout=... to choose"
-                )
-            kw["dropout"] = drops["resid_pdrop"]
-        return cls(**{**kw, **overrides})
 
 
 def count_parameters(config: GPTConfig) -> dict[str, int]:
@@ -252,7 +162,7 @@ def count_parameters(config: GPTConfig) -> dict[str, int]:
 _FIELDS = tuple(f.name for f in dataclasses.fields(GPTConfig))
 
 
-def _check_field_names(d: dict[str, Any], what: str) -> None:
+def check_field_names(d: dict[str, Any], what: str) -> None:
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown {what}: {', '.join(unknown)}; GPTConfig fields are {', '.join(_FIELDS)}")

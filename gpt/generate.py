@@ -17,7 +17,6 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from gpt.model import GPT, KVCache
 from tinygrad_lite import Tensor, no_grad
 
 __all__ = ["generate", "sample_next", "filter_logits"]
@@ -61,7 +60,7 @@ def sample_next(logits: np.ndarray, temperature: float, top_k: int | None, top_p
     return np.minimum((cdf < u).sum(axis=-1), probs.shape[-1] - 1)  # first index with cdf >= u
 
 
-def _check_args(model: GPT, idx, max_new_tokens, temperature, top_k, top_p) -> np.ndarray:
+def _check_args(model: "GPT", idx, max_new_tokens, temperature, top_k, top_p) -> np.ndarray:
     """The prompt as an int64 array (B, T), or a clear error for any bad argument."""
     arr = idx.data if isinstance(idx, Tensor) else np.asarray(idx)
     if arr.ndim == 1:
@@ -86,7 +85,7 @@ def _check_args(model: GPT, idx, max_new_tokens, temperature, top_k, top_p) -> n
     return arr.astype(np.int64)
 
 
-def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+def generate(model: "GPT", idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> np.ndarray:
     """Continue the prompts ``idx`` (B, T) by ``max_new_tokens`` tokens; returns int64 (B, T + max_new_tokens).
 
@@ -101,7 +100,7 @@ def generate(model: GPT, idx, max_new_tokens: int, temperature: float = 1.0, top
     out[:, :T] = prompt
     was_training = model.training
     model.eval()
-    cache = KVCache(model.config, batch_size=B, dtype=model.transformer.wte.weight.dtype) if use_cache else None
+    cache = model.new_cache(B) if use_cache else None
     try:
         with no_grad():
             for n in range(T, T + max_new_tokens):  # n tokens known, predict token n

@@ -15,6 +15,8 @@ import tinygrad_lite.functional as F
 import tinygrad_lite.nn as nn
 from tinygrad_lite import Tensor, checkpoint, get_default_dtype, is_grad_enabled
 
+from . import generate as generation
+from . import hf
 from .config import GPTConfig
 
 __all__ = ["GPT", "KVCache", "CausalSelfAttention", "MLP", "Block"]
@@ -231,20 +233,21 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, path, dtype=None) -> "GPT":
         """Load a Hugging Face GPT-2 folder (config.json + model.safetensors). Returned in eval mode."""
-        from .checkpoint import load_pretrained
-        return load_pretrained(path, dtype=dtype)
+        return hf.load_pretrained(path, cls, dtype=dtype)
 
     def save_pretrained(self, path) -> None:
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout."""
-        from .checkpoint import save_pretrained
-        save_pretrained(self, path)
+        hf.save_pretrained(self, path)
 
     # ------------------------------------------------------------------ generation
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> np.ndarray:
         """Continue idx (B, T) by max_new_tokens tokens -> int64 (B, T + max_new_tokens); see gpt.generate."""
-        from .generate import generate
-        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> "KVCache":
+        """An empty KVCache for this model, in its dtype, for `batch_size` sequences."""
+        return KVCache(self.config, batch_size, max_len, dtype=self.transformer.wte.weight.dtype)
 
 
 class KVCache:

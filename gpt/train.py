@@ -43,7 +43,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 import tinygrad_lite.functional as F
-from gpt.checkpoint import atomic_write, file_mode
+from gpt.files import atomic_write, file_mode
 from gpt.config import GPTConfig
 from gpt.data import TextData
 from gpt.model import GPT

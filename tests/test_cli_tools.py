@@ -11,8 +11,8 @@ import pytest
 
 import tinygrad_lite.functional as F
 from gpt import GPT, GPTConfig
-from gpt.__main__ import main
-from gpt.cli_gradcheck import check_model
+from gpt.cli import main
+from gpt.cli.gradcheck import check_model
 from gpt.report import collect, format_report, plot_report
 from tinygrad_lite import Tensor
 

@@ -8,6 +8,7 @@ import pytest
 
 from gpt.config import PRESETS, GPTConfig, count_parameters
 from crosscheck import need
+from gpt.hf import config_from_hf, config_to_hf
 
 # The config.json of the Hugging Face "gpt2" checkpoint (openai-community/gpt2), verbatim.
 HF_GPT2_CONFIG_JSON = """{
@@ -184,18 +185,18 @@ def test_from_dict_rejects_unknown_keys_and_bad_values():
 # ---- Hugging Face config.json --------------------------------------------------------------
 
 def test_real_hf_gpt2_config_loads():
-    c = GPTConfig.from_hf_dict(json.loads(HF_GPT2_CONFIG_JSON))
+    c = config_from_hf(json.loads(HF_GPT2_CONFIG_JSON))
     assert c == GPTConfig.from_preset("gpt2", dropout=0.1)  # n_inner absent -> 4 * n_embd
-    assert GPTConfig.from_hf_dict(json.loads(HF_GPT2_CONFIG_JSON), dropout=0.0) == GPTConfig()
+    assert config_from_hf(json.loads(HF_GPT2_CONFIG_JSON), dropout=0.0) == GPTConfig()
 
 
 def test_hf_n_inner_null_means_four_times_n_embd():
     d = dict(json.loads(HF_GPT2_CONFIG_JSON), n_inner=None, n_embd=1024, n_head=16)
-    assert GPTConfig.from_hf_dict(d).d_ff == 4096
+    assert config_from_hf(d).d_ff == 4096
 
 
-def test_to_hf_dict_fields():
-    d = GPTConfig.from_preset("gpt2-medium", dropout=0.1).to_hf_dict()
+def test_config_to_hf_fields():
+    d = config_to_hf(GPTConfig.from_preset("gpt2-medium", dropout=0.1))
     json.dumps(d)
     assert d["architectures"] == ["GPT2LMHeadModel"] and d["model_type"] == "gpt2"
     assert d["activation_function"] == "gelu_new"
@@ -204,7 +205,7 @@ def test_to_hf_dict_fields():
     assert d["resid_pdrop"] == d["embd_pdrop"] == d["attn_pdrop"] == 0.1
     assert d["tie_word_embeddings"] is True and d["bos_token_id"] == d["eos_token_id"] == 50256
     # a non-GPT-2 vocabulary has no <|endoftext|> id
-    assert GPTConfig.from_preset("tiny").to_hf_dict()["eos_token_id"] is None
+    assert config_to_hf(GPTConfig.from_preset("tiny"))["eos_token_id"] is None
 
 
 @pytest.mark.parametrize(
@@ -216,33 +217,33 @@ def test_to_hf_dict_fields():
     ],
 )
 def test_hf_round_trip(config):
-    assert GPTConfig.from_hf_dict(json.loads(json.dumps(config.to_hf_dict()))) == config
+    assert config_from_hf(json.loads(json.dumps(config_to_hf(config)))) == config
 
 
 def test_hf_conversion_errors():
     with pytest.raises(ValueError, match="bias=False"):
-        GPTConfig(bias=False).to_hf_dict()
+        config_to_hf(GPTConfig(bias=False))
     base = json.loads(HF_GPT2_CONFIG_JSON)
     with pytest.raises(ValueError, match=r"activation_function 'relu'.*tanh"):
-        GPTConfig.from_hf_dict(dict(base, activation_function="relu"))
+        config_from_hf(dict(base, activation_function="relu"))
     with pytest.raises(ValueError, match="model_type 'gpt2', got 'llama'"):
-        GPTConfig.from_hf_dict(dict(base, model_type="llama"))
+        config_from_hf(dict(base, model_type="llama"))
     with pytest.raises(ValueError, match="scale_attn_by_inverse_layer_idx=True"):
-        GPTConfig.from_hf_dict(dict(base, scale_attn_by_inverse_layer_idx=True))
+        config_from_hf(dict(base, scale_attn_by_inverse_layer_idx=True))
     with pytest.raises(ValueError, match="different ones.*dropout="):
-        GPTConfig.from_hf_dict(dict(base, attn_pdrop=0.0))
-    assert GPTConfig.from_hf_dict(dict(base, attn_pdrop=0.0), dropout=0.05).dropout == 0.05
-    assert GPTConfig.from_hf_dict(dict(base, activation_function="gelu_pytorch_tanh")).n_layer == 12
+        config_from_hf(dict(base, attn_pdrop=0.0))
+    assert config_from_hf(dict(base, attn_pdrop=0.0), dropout=0.05).dropout == 0.05
+    assert config_from_hf(dict(base, activation_function="gelu_pytorch_tanh")).n_layer == 12
 
 
 @pytest.mark.crosscheck
 def test_hf_config_accepted_by_transformers(tmp_path):
     transformers = need("transformers")
     c = GPTConfig.from_preset("tiny", tie_weights=False, n_inner=300, dropout=0.1)
-    (tmp_path / "config.json").write_text(json.dumps(c.to_hf_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(config_to_hf(c)))
     hf = transformers.AutoConfig.from_pretrained(tmp_path)
     assert isinstance(hf, transformers.GPT2Config)
     assert (hf.n_positions, hf.n_embd, hf.n_layer, hf.n_head, hf.n_inner) == (256, 128, 4, 4, 300)
     assert hf.tie_word_embeddings is False
-    assert GPTConfig.from_hf_dict(hf.to_dict()) == c
-    assert GPTConfig.from_hf_dict(transformers.GPT2Config().to_dict(), dropout=0.0) == GPTConfig()
+    assert config_from_hf(hf.to_dict()) == c
+    assert config_from_hf(transformers.GPT2Config().to_dict(), dropout=0.0) == GPTConfig()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpt import GPTConfig
-from gpt.__main__ import build_parser, main
-from gpt.cli_demo import demo
+from gpt.cli import build_parser, main
+from gpt.cli.demo import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 

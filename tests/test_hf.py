@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-import gpt.checkpoint as checkpoint
+import gpt.hf as checkpoint
 from crosscheck import need
 from gpt import GPT, GPTConfig
+from gpt.hf import config_from_hf, config_to_hf
+from gpt.hf import config_from_hf, config_to_hf
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -71,17 +73,17 @@ def test_loads_original_gpt2_layout_without_prefix_and_with_buffers(tmp_path):
     for i in range(2):
         tensors[f"h.{i}.attn.bias"] = np.tril(np.ones((8, 8), np.float32))[None, None]
         tensors[f"h.{i}.attn.masked_bias"] = np.array(-1e4, np.float32)
-    write_folder(tmp_path, tensors, model.config.to_hf_dict())
+    write_folder(tmp_path, tensors, config_to_hf(model.config))
     np.testing.assert_array_equal(GPT.from_pretrained(tmp_path)(IDX).data, model.eval()(IDX).data)
 
 
 def test_tied_checkpoint_may_store_an_equal_lm_head(tmp_path):
     model = random_model()
     sd = dict(model.state_dict())  # holds lm_head.weight == wte
-    write_folder(tmp_path / "ok", sd, model.config.to_hf_dict())
+    write_folder(tmp_path / "ok", sd, config_to_hf(model.config))
     np.testing.assert_array_equal(GPT.from_pretrained(tmp_path / "ok")(IDX).data, model(IDX).data)
     sd["lm_head.weight"] = sd["lm_head.weight"] + 1
-    write_folder(tmp_path / "bad", sd, model.config.to_hf_dict())
+    write_folder(tmp_path / "bad", sd, config_to_hf(model.config))
     with pytest.raises(ValueError, match="lm_head.weight .* differs from transformer.wte.weight"):
         GPT.from_pretrained(tmp_path / "bad")
 
@@ -99,7 +101,7 @@ def test_misshaped_tensor_names_key_and_both_shapes(tmp_path):
     model = random_model()
     sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
     sd["transformer.h.1.mlp.c_fc.weight"] = np.zeros((64, 16), np.float32)  # transposed by mistake
-    write_folder(tmp_path, sd, model.config.to_hf_dict())
+    write_folder(tmp_path, sd, config_to_hf(model.config))
     with pytest.raises(ValueError, match=r"transformer\.h\.1\.mlp\.c_fc\.weight: checkpoint \(64, 16\) "
                                          r"vs config \(16, 64\)"):
         GPT.from_pretrained(tmp_path)
@@ -108,7 +110,7 @@ def test_misshaped_tensor_names_key_and_both_shapes(tmp_path):
 def test_wrong_vocab_names_the_embedding(tmp_path):
     model = random_model()
     sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    write_folder(tmp_path, sd, dict(model.config.to_hf_dict(), vocab_size=50257))
+    write_folder(tmp_path, sd, dict(config_to_hf(model.config), vocab_size=50257))
     with pytest.raises(ValueError, match=r"transformer\.wte\.weight: checkpoint \(11, 16\) vs config "
                                          r"\(50257, 16\).*vocab_size=50257"):
         GPT.from_pretrained(tmp_path)
@@ -119,7 +121,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     sd = dict(model.state_dict())
     del sd["transformer.h.0.ln_2.bias"], sd["lm_head.weight"]
     sd["transformer.h.0.mlp.extra"] = np.zeros(3, np.float32)
-    write_folder(tmp_path, sd, model.config.to_hf_dict())
+    write_folder(tmp_path, sd, config_to_hf(model.config))
     with pytest.raises(ValueError) as err:
         GPT.from_pretrained(tmp_path)
     msg = str(err.value)
@@ -130,7 +132,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         GPT.from_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps(tiny().to_hf_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(config_to_hf(tiny())))
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         GPT.from_pretrained(tmp_path)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gpt.train as train_mod
-from gpt.__main__ import main
+from gpt.cli import main
 from gpt.data import TextData
 from gpt.model import GPT
 from gpt.train import TrainConfig, evaluate, load_train_state, param_groups, train

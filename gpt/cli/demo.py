@@ -18,7 +18,7 @@ TEXTS = ("Every effort moves you", "Every day holds a")
 
 
 def register(subparsers) -> None:
-    from .config import PRESETS  # light: no numpy model code
+    from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("demo", help="forward + backward of GPT-2 on two sentences, with parameter counts",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="gpt2", choices=list(PRESETS),
@@ -29,14 +29,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import GPTConfig
+    from ..config import GPTConfig
     demo(GPTConfig.from_preset(args.preset), seed=args.seed, name=args.preset)
     return 0
 
 
 def tokenize(vocab_size: int) -> tuple[np.ndarray, str]:
     """The two TEXTS as a (2, T) id batch: GPT-2 BPE if the vocabulary fits, else characters."""
-    from .tokenizer import get_tokenizer
+    from ..tokenizer import get_tokenizer
     if vocab_size >= 50257:
         tok, kind = get_tokenizer("gpt2"), "GPT-2 BPE (tiktoken)"
     else:
@@ -74,8 +74,8 @@ def grad_norm(params) -> float:
 def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = print) -> dict:
     """Run the demo for `config`; print with `out`; return the numbers (for tests and examples)."""
     import tinygrad_lite.functional as F
-    from .config import count_parameters
-    from .model import GPT
+    from ..config import count_parameters
+    from ..model import GPT
 
     t_start = time.perf_counter()
     idx, kind = tokenize(config.vocab_size)

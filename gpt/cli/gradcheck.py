@@ -30,7 +30,7 @@ import numpy as np
 
 
 def register(subparsers) -> None:
-    from .config import PRESETS  # light: no numpy model code
+    from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="GPTConfig preset (default tiny)")
@@ -158,9 +158,9 @@ def _fmt(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import GPTConfig
-    from .model import GPT
-    from .report import aliases
+    from ..config import GPTConfig
+    from ..model import GPT
+    from ..report import aliases
 
     overrides = {"dropout": 0.0} | ({"n_layer": args.n_layer} if args.n_layer is not None else {})
     config = GPTConfig.from_preset(args.preset, **overrides)

@@ -16,7 +16,7 @@ import math
 
 
 def register(subparsers) -> None:
-    from .config import PRESETS  # light: no numpy model code
+    from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("inspect", help="per-parameter gradient norms and per-layer activation statistics",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
@@ -33,9 +33,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .config import GPTConfig
-    from .model import GPT
-    from .report import collect, format_report, plot_report
+    from ..config import GPTConfig
+    from ..model import GPT
+    from ..report import collect, format_report, plot_report
 
     if args.ckpt:
         model, what = GPT.from_pretrained(args.ckpt), f"checkpoint {args.ckpt}"

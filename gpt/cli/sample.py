@@ -35,8 +35,8 @@ def register(subparsers) -> None:
 
 def load_tokenizer(ckpt: str, vocab_size: int):
     """The checkpoint's tokenizer: its tokenizer_spec.json, else GPT-2's for a 50257-token vocabulary."""
-    from .tokenizer import get_tokenizer, tokenizer_from_spec
-    from .train import TOKENIZER_FILE
+    from ..tokenizer import get_tokenizer, tokenizer_from_spec
+    from ..train import TOKENIZER_FILE
 
     path = os.path.join(ckpt, TOKENIZER_FILE)
     if os.path.exists(path):
@@ -55,7 +55,7 @@ def load_tokenizer(ckpt: str, vocab_size: int):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .model import GPT
+    from ..model import GPT
 
     try:
         if not os.path.isdir(args.ckpt):

@@ -49,7 +49,7 @@ _METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}"}
 
 
 def register(subparsers) -> None:
-    from .train import TrainConfig  # the defaults shown in --help are TrainConfig's
+    from ..train import TrainConfig  # the defaults shown in --help are TrainConfig's
 
     defaults = TrainConfig()
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -72,7 +72,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import STATE_FILE, TrainConfig, train
+    from ..train import STATE_FILE, TrainConfig, train
 
     given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
     try:

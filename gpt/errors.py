@@ -1,0 +1,23 @@
+"""The two kinds of failure the command line reports, and their exit codes.
+
+Every subcommand of `python -m gpt` exits 0 when it succeeds, 1 when the run or check it performs
+fails (`RunFailed`: a diverged training run, a gradient check that does not pass), 2 for a usage
+error (`UsageError`: a bad flag value, a missing or damaged file, an output folder that cannot be
+written), and 130 after Ctrl-C. Either is printed as one `error: ...` line naming the flag or file
+and what was expected, never as a traceback.
+"""
+from __future__ import annotations
+
+__all__ = ["UsageError", "RunFailed", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(ValueError):
+    """Bad input: a flag, a file or a folder that is not what was expected (exit status 2)."""
+    exit_code = EXIT_USAGE
+
+
+class RunFailed(RuntimeError):
+    """The run or the check itself failed: training diverged, a gradient did not match (exit status 1)."""
+    exit_code = EXIT_FAILED

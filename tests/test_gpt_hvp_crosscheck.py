@@ -3,6 +3,8 @@ a tiny GPT (2 layers, n_embd 32, tied weights) at random weights, and a Jacobian
 logits, equal torch.autograd.functional.hvp and torch.func.jvp on the same weights (float64)."""
 from __future__ import annotations
 
+import contextlib
+
 import math
 
 import numpy as np
@@ -80,7 +82,7 @@ def test_hvp_of_a_tiny_gpt_loss_equals_pytorchs(mode):
     def loss(*ps):
         return _swapped(model, names, ps, lambda: F.cross_entropy(model(idx), targets))
 
-    with (fast.disabled() if mode == "math-first" else _nothing()):
+    with (fast.disabled() if mode == "math-first" else contextlib.nullcontext()):
         value, hv = AF.hvp(loss, tuple(params), tuple(Tensor(v, dtype=np.float64) for v in vs))
 
     tp = [torch.tensor(p.data) for p in params]
@@ -108,11 +110,3 @@ def test_jvp_of_tiny_gpt_logits_equals_torch_func_jvp():
                                  tuple(torch.tensor(p.data) for p in params), tuple(torch.tensor(t) for t in ts))
     np.testing.assert_allclose(out.numpy(), t_out.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(jv.numpy(), t_jv.numpy(), rtol=1e-9, atol=1e-11 * float(np.abs(t_jv.numpy()).max()))
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -17,15 +17,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning",
                                         "ignore:invalid value:RuntimeWarning")
 
 
-@pytest.fixture(autouse=True)
-def no_observer_left_behind():
-    """A test that fails inside `with detect_anomaly():` must not leave it watching the next tests."""
-    before = observe.current
-    yield
-    left, observe.current = observe.current, before
-    assert left is before, f"the test left {type(left).__name__} installed as observe.current"
-
-
 def here(offset: int = 1) -> str:
     """'this_file.py:<line of the caller + offset>': where the next statement of the caller is."""
     frame = inspect.currentframe().f_back

@@ -16,15 +16,6 @@ from tinygrad_lite.function import OPS
 ENGINES = [pytest.param(False, id="fast"), pytest.param(True, id="math-first")]
 
 
-@pytest.fixture(autouse=True)
-def no_observer_left_behind():
-    """A test that fails inside `with profile():` must not leave it installed for the next tests."""
-    before = observe.current
-    yield
-    left, observe.current = observe.current, before
-    assert left is before, f"the test left {type(left).__name__} installed as observe.current"
-
-
 def engine(math_first: bool):
     return tinygrad_lite.fast.disabled() if math_first else contextlib.nullcontext()
 

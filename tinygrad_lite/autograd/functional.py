@@ -97,11 +97,16 @@ def _dummies(outs: tuple) -> tuple:
     return tuple(Tensor(np.zeros(o.shape, o.dtype), requires_grad=True, dtype=o.dtype) for o in outs)
 
 
-def _scalar(outs: tuple, fn_name: str) -> Tensor:
+def _gradient(func: Callable, xs: tuple, create_graph: bool, strict: bool, fn_name: str):
+    """(the leaves, func's one-element output, its gradient g recorded as a graph) for the second-order
+    products: vhp, hvp and hessian all differentiate g again."""
+    xs = _prepare(xs, create_graph)
+    _, outs = _call(func, xs, fn_name)
     if len(outs) != 1 or outs[0].size != 1:
         raise RuntimeError(f"{fn_name}: func must return a single Tensor with one element, got shapes "
                            f"{[o.shape for o in outs]}")
-    return outs[0]
+    out = outs[0]
+    return xs, out, _grads([out], xs, [Tensor(np.ones(out.shape, out.dtype), dtype=out.dtype)], True, strict, fn_name)
 
 
 # ------------------------------------------------------------------ the products
@@ -132,10 +137,7 @@ def vhp(func: Callable, inputs, v=None, create_graph: bool = False, strict: bool
     """(func(inputs), v^T H), func returning one element: the gradient's vjp (backward of backward)."""
     in_tuple, xs = _as_tuple(inputs, "inputs", "vhp")
     vs = _vectors(v, xs, "input", "vhp")
-    xs = _prepare(xs, create_graph)
-    _, outs = _call(func, xs, "vhp")
-    out = _scalar(outs, "vhp")
-    g = _grads([out], xs, [Tensor(np.ones(out.shape, out.dtype), dtype=out.dtype)], True, strict, "vhp")
+    xs, out, g = _gradient(func, xs, create_graph, strict, "vhp")
     return _finish((out,), False, create_graph), _finish(_grads(g, xs, vs, create_graph, strict, "vhp"),
                                                          in_tuple, create_graph)
 
@@ -146,10 +148,7 @@ def hvp(func: Callable, inputs, v=None, create_graph: bool = False, strict: bool
     differentiable func, whose Hessian is symmetric."""
     in_tuple, xs = _as_tuple(inputs, "inputs", "hvp")
     vs = _vectors(v, xs, "input", "hvp")
-    xs = _prepare(xs, create_graph)
-    _, outs = _call(func, xs, "hvp")
-    out = _scalar(outs, "hvp")
-    g = _grads([out], xs, [Tensor(np.ones(out.shape, out.dtype), dtype=out.dtype)], True, strict, "hvp")
+    xs, out, g = _gradient(func, xs, create_graph, strict, "hvp")
     us = _dummies(g)
     ht_u = _grads(g, xs, us, True, strict, "hvp")  # H^T u
     return _finish((out,), False, create_graph), _finish(_grads(ht_u, us, vs, create_graph, strict, "hvp"),
@@ -169,10 +168,7 @@ def hessian(func: Callable, inputs, create_graph: bool = False, strict: bool = F
     """The Hessian of func (one element) at inputs: H[i][j] of shape in_i.shape + in_j.shape (H when
     inputs is a single Tensor): the Jacobian of the gradient, one backward per input element."""
     in_tuple, xs = _as_tuple(inputs, "inputs", "hessian")
-    xs = _prepare(xs, create_graph)
-    _, outs = _call(func, xs, "hessian")
-    out = _scalar(outs, "hessian")
-    g = _grads([out], xs, [Tensor(np.ones(out.shape, out.dtype), dtype=out.dtype)], True, strict, "hessian")
+    xs, _, g = _gradient(func, xs, create_graph, strict, "hessian")
     return _jacobian_of(g, xs, in_tuple, in_tuple, create_graph, strict, "hessian")
 
 

@@ -1,0 +1,372 @@
+"""Training checkpoints: the whole state of a run, switched in atomically, verified on load.
+
+A run folder RUN (`train --out`) holds, on disk:
+
+    RUN/latest.json                {"checkpoint": "ckpt-0000250-1a2b3c4d"}: the checkpoint to resume from
+    RUN/best.json                  same form, only with --save-best: the checkpoint of the lowest val loss
+    RUN/ckpt-<iter:07d>-<8 hex>/   one complete checkpoint (iter from state["iter"] or state["iteration"]):
+        model.safetensors          parameters by name (transformer.h.0.attn.c_attn.weight, ...); a tied head
+                                   once, as transformer.wte.weight
+        optimizer.safetensors      optional: the optimizer's arrays as "state.<param index>.<key>" (exp_avg, ...);
+                                   metadata "param_groups" (hyperparameters) and "scalars" ({index: {step: t}}),
+                                   each a JSON string: Optimizer.state_dict() split in two
+        gpt_config.json            GPTConfig.to_dict(): every field
+        state.json                 the training state the caller passed (a JSON object)
+        manifest.json              {"format": "tinygrad_lite-gpt/1",
+                                    "files": {name: {"sha256": hex, "bytes": size}}} for every other file
+    RUN/metrics.json               train's (not touched here)
+
+A save, in this order (the order is what makes it crash-safe):
+    1. write every file into RUN/.tmp-<uuid>/, fsync each, manifest.json last; fsync the folder
+    2. rename RUN/.tmp-<uuid> to RUN/ckpt-... (atomic); fsync RUN
+    3. switch latest.json (and best.json) to it, each by an atomic rename; fsync RUN
+    4. remove every ckpt-* folder no pointer names, and every .tmp-* leftover
+A kill before 3 leaves latest.json naming the old checkpoint, after it the new one: complete either way.
+A killed save's leftovers are removed by step 4 of the next one.
+
+Loading checks that manifest.json names exactly the files of the folder, and each file's size and
+sha256, then parses them; anything wrong is a CheckpointError naming the file and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
+
+from .config import GPTConfig
+from .errors import UsageError
+from .files import atomic_write, file_mode, sha256
+from .model import GPT
+
+__all__ = ["CheckpointError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
+
+FORMAT = "tinygrad_lite-gpt/1"
+MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (
+    "model.safetensors", "optimizer.safetensors", "gpt_config.json", "state.json", "manifest.json")
+POINTERS = {"latest": "latest.json", "best": "best.json"}
+_CKPT = re.compile(r"ckpt-\d{7,}-[0-9a-f]{8}")
+_LEFTOVER = re.compile(r"\.tmp-.*|\.(latest|best)\.json\..*\.tmp")  # a killed save's folder, atomic_write's file
+
+
+class CheckpointError(UsageError):
+    """A missing or damaged checkpoint, or one that cannot be written; the message names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """One loaded, verified checkpoint folder. weights: name -> array, as model.named_parameters() names them."""
+    path: Path
+    config: GPTConfig
+    weights: dict[str, np.ndarray]
+    optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
+    state: dict
+
+    def model(self, dtype=None) -> GPT:
+        """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
+        where, wte = self.path / MODEL, self.weights.get("transformer.wte.weight")
+        if dtype is None and wte is not None:
+            dtype = wte.dtype
+        model = GPT(self.config, dtype=dtype)
+        params = dict(model.named_parameters())
+        missing, extra = sorted(set(params) - set(self.weights)), sorted(set(self.weights) - set(params))
+        if missing or extra:
+            raise CheckpointError(f"{where} does not fit its {CONFIG}: missing tensors {missing}, "
+                                  f"unexpected tensors {extra}")
+        for name, p in params.items():
+            w = self.weights[name]
+            if w.shape != p.shape:
+                raise CheckpointError(f"{where}: {name} has shape {w.shape}, {CONFIG} expects {p.shape}")
+            p.data = w.astype(p.dtype, copy=True)  # a tied head shares this Parameter, so it follows
+        return model.eval()
+
+    def load_optimizer(self, optimizer) -> None:
+        """Restore `optimizer` (same param groups and shapes as the saved one) from this checkpoint."""
+        if self.optimizer_state is None:
+            raise CheckpointError(f"{self.path} holds no {OPTIMIZER}; expected one to resume training from")
+        try:
+            optimizer.load_state_dict(self.optimizer_state)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{self.path / OPTIMIZER} does not fit this optimizer: {_one_line(e)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# saving
+
+
+def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool = False) -> Path:
+    """Save model, optimizer (or None) and state (a JSON-able dict) as a new checkpoint of `run`; return its folder.
+
+    latest.json (and, with best=True, best.json) then names it. On failure the previous checkpoint is
+    untouched and still what latest.json names; an OSError becomes a CheckpointError naming `run`."""
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise CheckpointError(f"{run} is a file; expected a folder to hold the run's checkpoints")
+    name = f"ckpt-{_iteration(state):07d}-{uuid.uuid4().hex[:8]}"
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        tmp = run / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        _write_folder(tmp, model, optimizer, state)  # 1. everything, manifest last
+        os.rename(tmp, run / name)  # 2. the complete folder appears under its name at once
+        _fsync(run)
+        _point(run / POINTERS["latest"], name)  # 3. the switch
+        if best:
+            _point(run / POINTERS["best"], name)
+    except BaseException as e:
+        _remove_leftovers(run)  # the half-written folder; the pointers decide what stays
+        if isinstance(e, OSError):
+            raise CheckpointError(f"cannot save a checkpoint in {run}: {_one_line(e)}") from e
+        raise
+    _remove_leftovers(run)  # 4.
+    return run / name
+
+
+def _iteration(state: dict) -> int:
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict (saved as {STATE}), got {type(state).__name__}")
+    it = state.get("iteration", state.get("iter", 0))
+    if isinstance(it, bool) or not isinstance(it, (int, np.integer)) or it < 0:
+        raise ValueError(f"state's iteration must be an int >= 0, got {it!r}")
+    return int(it)
+
+
+def _write_folder(folder: Path, model: GPT, optimizer, state: dict) -> None:
+    """Every file of a checkpoint into `folder`, each fsynced, manifest.json last; then fsync the folder."""
+    _write_safetensors(folder / MODEL, {name: p.data for name, p in model.named_parameters()})
+    if optimizer is not None:
+        _write_safetensors(folder / OPTIMIZER, *_split_optimizer_state(optimizer.state_dict()))
+    _write_json(folder / CONFIG, model.config.to_dict())
+    _write_json(folder / STATE, state)
+    files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())}
+    _write_json(folder / MANIFEST, {"format": FORMAT, "files": files})
+    _fsync(folder)
+
+
+def _split_optimizer_state(sd: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Optimizer.state_dict() -> (arrays "state.<i>.<key>", metadata {"param_groups", "scalars"} as JSON)."""
+    arrays, scalars = {}, {}
+    for i, param_state in sd["state"].items():
+        for key, value in param_state.items():
+            if isinstance(value, np.ndarray):
+                arrays[f"state.{i}.{key}"] = value
+            else:
+                scalars.setdefault(str(i), {})[key] = value
+    return arrays, {"param_groups": _dumps(sd["param_groups"]), "scalars": _dumps(scalars)}
+
+
+def _point(pointer: Path, name: str) -> None:
+    """Make `pointer` (latest.json / best.json) name checkpoint `name`: one atomic rename, then fsync RUN."""
+    data = _dumps({"checkpoint": name}).encode()
+    atomic_write(pointer, lambda tmp: _write_bytes(tmp, data))
+    _fsync(pointer.parent)
+
+
+def _remove_leftovers(run: Path) -> None:
+    """Remove .tmp-* leftovers and every ckpt-* folder no pointer names. Best effort: the next save retries."""
+    try:
+        entries = sorted(os.listdir(run))
+        keep = {_read_pointer(run / p) for p in POINTERS.values() if (run / p).exists()}
+    except OSError:
+        return
+    except CheckpointError:
+        keep = None  # a pointer we cannot read: which checkpoint it meant is unknown, so keep them all
+    for entry in entries:
+        path = run / entry
+        try:
+            if _LEFTOVER.fullmatch(entry) or (keep is not None and _CKPT.fullmatch(entry) and entry not in keep):
+                shutil.rmtree(path) if path.is_dir() else os.remove(path)
+        except OSError:
+            pass
+
+
+def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    os.chmod(path, file_mode())  # safetensors makes 0600 files
+    _fsync(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_bytes(path, _dumps(obj, indent=1).encode())
+
+
+def _write_bytes(path: str | Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (a folder: the names of what it holds)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    def plain(o):  # NumPy scalars (a float32 lr, an int64 step) as Python numbers
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"{type(o).__name__} is not JSON-serialisable (a checkpoint holds JSON and arrays only)")
+    return json.dumps(obj, indent=indent, default=plain)
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+
+
+def is_run(path: str | os.PathLike) -> bool:
+    """Does `path` hold a training run (a latest.json)?"""
+    return (Path(path) / POINTERS["latest"]).is_file()
+
+
+def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
+    """Load a verified checkpoint: `path` is a run folder (its latest.json or best.json) or a ckpt-* folder."""
+    if which not in POINTERS:
+        raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+    path = Path(path)
+    expected = "expected a training run folder (train --out) or one of its ckpt-* folders"
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist; {expected}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file; {expected}")
+    if (path / MANIFEST).exists():
+        return _read_folder(path)
+    pointer = path / POINTERS[which]
+    if not pointer.exists():
+        if which == "best" and is_run(path):
+            raise CheckpointError(f"{pointer} does not exist: the run was trained without --save-best; "
+                                  "load its latest checkpoint instead")
+        hf = " (it holds config.json: a Hugging Face folder, which GPT.from_pretrained reads)" \
+            if (path / "config.json").exists() else ""
+        raise CheckpointError(f"{pointer} does not exist{hf}; {expected}")
+    name = _read_pointer(pointer)
+    if not (path / name).is_dir():
+        raise CheckpointError(f"{pointer} names {name}, but {path / name} does not exist; {_others(path, name)}")
+    return _read_folder(path / name)
+
+
+def _read_pointer(pointer: Path) -> str:
+    d = _read_json(pointer, '{"checkpoint": "ckpt-<iter>-<hex>"}')
+    name = d.get("checkpoint")
+    if set(d) != {"checkpoint"} or not isinstance(name, str) or not _CKPT.fullmatch(name):
+        raise CheckpointError(f"{pointer} holds {json.dumps(d)[:200]}; expected " '{"checkpoint": "ckpt-<iter>-<hex>"}')
+    return name
+
+
+def _read_folder(folder: Path) -> Checkpoint:
+    files = _verify(folder)
+    config = _read_config(folder / CONFIG)
+    state = _read_json(folder / STATE, "a JSON object (the training state)")
+    weights = _read_safetensors(folder / MODEL)[0]
+    optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files else None
+    return Checkpoint(folder, config, weights, optimizer_state, state)
+
+
+def _verify(folder: Path) -> dict[str, dict]:
+    """Check manifest.json against the folder: the same files, each of the recorded size and sha256."""
+    manifest = _read_json(folder / MANIFEST, f'{{"format": "{FORMAT}", "files": {{name: {{"sha256", "bytes"}}}}}}')
+    files = manifest.get("files")
+    if manifest.get("format") != FORMAT or not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)
+            for e in files.values()):
+        raise CheckpointError(f"{folder / MANIFEST} is not a {FORMAT} manifest; expected "
+                              '{"format": ..., "files": {name: {"sha256": hex, "bytes": size}}}')
+    for name in (MODEL, CONFIG, STATE):
+        if name not in files:
+            raise CheckpointError(f"{folder / MANIFEST} does not list {name}; every checkpoint has one")
+    on_disk = {p.name for p in folder.iterdir()} - {MANIFEST}
+    missing, extra = sorted(set(files) - on_disk), sorted(on_disk - set(files))
+    if missing:
+        raise _damaged(folder / missing[0], "missing")
+    if extra:
+        raise CheckpointError(f"{folder / extra[0]} is not listed in {folder / MANIFEST}; expected only "
+                              f"{', '.join(sorted(files))} (remove the extra file)")
+    for name, entry in sorted(files.items()):
+        try:
+            size, digest = (folder / name).stat().st_size, sha256(folder / name)
+        except OSError as e:
+            raise _damaged(folder / name, _one_line(e)) from None
+        if size != entry["bytes"]:
+            raise _damaged(folder / name, f"{size} bytes, expected {entry['bytes']}")
+        if digest != entry["sha256"]:
+            raise _damaged(folder / name, f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}...")
+    return files
+
+
+def _damaged(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{path} is damaged ({what}); {_others(path.parent.parent, path.parent.name)}")
+
+
+def _others(run: Path, name: str) -> str:
+    """What to do instead: the run's other checkpoint folders, if any."""
+    others = sorted(p.name for p in run.glob("ckpt-*") if p.name != name and (p / MANIFEST).exists())
+    if others:
+        return f"the run's other checkpoints (load one by its folder): {', '.join(str(run / o) for o in others)}"
+    return "the run has no other checkpoint; restore the file from a backup or train again"
+
+
+def _read_json(path: Path, expected: str) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not readable JSON ({_one_line(e)}); expected {expected}") from None
+    if not isinstance(obj, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(obj), "a number")
+        raise CheckpointError(f"{path} holds {kind}, expected {expected}")
+    return obj
+
+
+def _read_config(path: Path) -> GPTConfig:
+    fields = [f.name for f in dataclasses.fields(GPTConfig)]
+    d = _read_json(path, f"a JSON object with the GPTConfig fields {', '.join(fields)}")
+    problems = [f"{what} keys {', '.join(keys)}" for what, keys in
+                (("missing", [f for f in fields if f not in d]), ("unknown", sorted(set(d) - set(fields)))) if keys]
+    if problems:
+        raise CheckpointError(f"{path} has {'; '.join(problems)}; expected exactly the GPTConfig fields "
+                              f"{', '.join(fields)}")
+    try:
+        return GPTConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path} holds an invalid GPTConfig: {_one_line(e)}") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_one_line(e)})") from None
+
+
+def _read_optimizer(path: Path) -> dict:
+    """optimizer.safetensors -> Optimizer.state_dict() form (inverse of _split_optimizer_state)."""
+    arrays, meta = _read_safetensors(path)
+    try:
+        groups = json.loads(meta["param_groups"])
+        state = {int(i): dict(s) for i, s in json.loads(meta["scalars"]).items()}
+        for g in groups:  # JSON has no tuples: betas come back as lists
+            g.update({k: tuple(v) for k, v in g.items() if k != "params" and isinstance(v, list)})
+        for key, array in arrays.items():
+            _, i, k = key.split(".", 2)
+            state.setdefault(int(i), {})[k] = array
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path} is not an optimizer state ({type(e).__name__}: {_one_line(e)}); expected "
+                              'arrays "state.<i>.<key>" and metadata "param_groups" and "scalars"') from None
+    return {"state": state, "param_groups": groups}
+
+
+def _one_line(x: Any) -> str:
+    return " ".join(str(x).split())

@@ -1,5 +1,9 @@
-"""Hugging Face GPT-2 checkpoints: save_pretrained / from_pretrained round trips, key variants, errors."""
+"""Hugging Face GPT-2 checkpoints: save_pretrained / from_pretrained round trips, key variants, errors,
+and GPT-2 by name through a Hugging Face cache the tests build (no test here touches the network)."""
 import json
+import socket
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 import gpt.hf as checkpoint
 from crosscheck import need
 from gpt import GPT, GPTConfig
-from gpt.hf import config_from_hf, config_to_hf
+from gpt.errors import UsageError
 from gpt.hf import config_from_hf, config_to_hf
 
 TINY = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
@@ -28,6 +32,19 @@ def random_model(seed=0, **kw) -> GPT:
 
 
 IDX = np.array([[1, 5, 2, 9, 0, 3], [10, 4, 4, 7, 8, 6]])
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test of this module runs with the network refused and huggingface_hub's variables unset."""
+    def refuse(*args, **kwargs):
+        raise OSError("network is off in tests")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for var in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def write_folder(path, tensors: dict, config: dict) -> None:
@@ -130,10 +147,10 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(UsageError, match=r"config.json and model.safetensors not found \(a Hugging Face GPT-2"):
         GPT.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(config_to_hf(tiny())))
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(UsageError, match=f"{tmp_path}: model.safetensors not found"):
         GPT.from_pretrained(tmp_path)
 
 
@@ -197,3 +214,197 @@ def test_saved_files_have_ordinary_permissions(tmp_path):
     os.umask(umask)
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+# ---------------------------------------------------------------------- errors: bad folders and files
+def test_a_file_is_not_a_folder(tmp_path):
+    random_model().save_pretrained(tmp_path)
+    with pytest.raises(UsageError, match=r"model.safetensors is a file, not a folder: a Hugging Face GPT-2 "
+                                         r"folder holds config.json and model.safetensors"):
+        GPT.from_pretrained(tmp_path / "model.safetensors")
+
+
+def test_a_training_run_is_named_as_such(tmp_path):
+    (tmp_path / "latest.json").write_text('{"checkpoint": "ckpt-0000001-00000000"}')
+    with pytest.raises(UsageError, match=r"not found .* training run or checkpoint: load that with gpt.checkpoint"):
+        GPT.from_pretrained(tmp_path)
+
+
+def truncate(folder):
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def set_config(text):
+    return lambda folder: (folder / "config.json").write_text(text)
+
+
+@pytest.mark.parametrize("damage, file, expected", [
+    (truncate, "model.safetensors", r"not a readable safetensors file \(.*incomplete metadata.*\); expected the "
+                                    r"weights of config.json's model: re-download or re-save it"),
+    (lambda f: (f / "model.safetensors").write_bytes(b""), "model.safetensors", "not a readable safetensors file"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"x" * 100), "model.safetensors", "header too large"),
+    (set_config("{not json"), "config.json", r"cannot read it as JSON \(.*line 1.*\); expected a Hugging Face "
+                                             r"GPT-2 config.json"),
+    (lambda f: (f / "config.json").write_bytes(b"\xff\xfe"), "config.json", "cannot read it as JSON"),
+    (set_config("[1, 2]"), "config.json", r"expected a JSON object \(a Hugging Face GPT-2 config\), got an array"),
+    (set_config('"gpt2"'), "config.json", "expected a JSON object .* got a string"),
+    (set_config('{"model_type": "llama"}'), "config.json", "expected a Hugging Face config with model_type 'gpt2'"),
+    (set_config('{"n_embd": 16, "n_head": 3}'), "config.json", "n_embd must be divisible by n_head"),
+    (set_config('{"resid_pdrop": [1], "embd_pdrop": [1], "attn_pdrop": [1]}'), "config.json",
+     r"dropout must be a real number, got \[1\]"),
+])
+def test_damaged_files_give_usage_errors_naming_the_file(tmp_path, damage, file, expected):
+    random_model().save_pretrained(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(UsageError, match=expected) as err:
+        GPT.from_pretrained(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / file}: ") and "\n" not in str(err.value)
+
+
+def test_integer_tensor_is_refused_naming_it(tmp_path):
+    model = random_model()
+    sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    sd["transformer.wte.weight"] = np.zeros((11, 16), np.int32)
+    write_folder(tmp_path, sd, config_to_hf(model.config))
+    with pytest.raises(UsageError, match=r"transformer.wte.weight has dtype I32, expected one of F16, F32, F64"):
+        GPT.from_pretrained(tmp_path)
+
+
+def test_dropout_replaces_the_checkpoints(tmp_path):
+    model = random_model()
+    sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    write_folder(tmp_path, sd, dict(config_to_hf(model.config), resid_pdrop=0.1, attn_pdrop=0.0))
+    with pytest.raises(UsageError, match="one dropout .* pass dropout="):
+        GPT.from_pretrained(tmp_path)
+    loaded = GPT.from_pretrained(tmp_path, dropout=0.2)
+    assert loaded.config.dropout == 0.2
+    np.testing.assert_array_equal(loaded(IDX).data, model(IDX).data)  # eval mode: dropout off
+
+
+# ---------------------------------------------------------------------- GPT-2 by name, through the hub cache
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub_cache(cache, repo_id, model, files=("config.json", "model.safetensors")):
+    """Put `model` in `cache` under `repo_id` as huggingface_hub lays out a download: the files in
+    blobs/ (named by their sha256), links to them in snapshots/<commit>/, and refs/main naming the commit."""
+    import hashlib
+    import os
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    staged = repo / "staged"
+    model.save_pretrained(staged)
+    snapshot = repo / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name in files:
+        blob = repo / "blobs" / hashlib.sha256((staged / name).read_bytes()).hexdigest()
+        (staged / name).rename(blob)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    for leftover in staged.iterdir():
+        leftover.unlink()
+    staged.rmdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """huggingface_hub present, the network refused (calls counted), an empty folder as current directory."""
+    hub = pytest.importorskip("huggingface_hub")
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise OSError("network is off in tests")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # read at import: only our env counts
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    return SimpleNamespace(scan_cache_dir=hub.scan_cache_dir, network_calls=calls)
+
+
+@pytest.mark.parametrize("env, cache", [("HF_HOME", "home/hub"), ("HF_HUB_CACHE", "cache"),
+                                        ("HUGGINGFACE_HUB_CACHE", "cache")])
+def test_gpt2_by_name_from_the_hub_cache_offline(tmp_path, monkeypatch, hub, env, cache):
+    model = random_model()
+    hub_cache(tmp_path / cache, "gpt2", model)
+    assert {r.repo_id for r in hub.scan_cache_dir(tmp_path / cache).repos} == {"gpt2"}  # a layout hub reads
+    monkeypatch.setenv(env, str(tmp_path / cache.removesuffix("/hub")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("gpt2", "openai-community/gpt2"):  # one model, cached under either name
+        loaded = GPT.from_pretrained(name)
+        assert loaded.config == model.config and not loaded.training
+        np.testing.assert_array_equal(loaded(IDX).data, model(IDX).data)
+    assert hub.network_calls == []
+
+
+def test_gpt2_by_name_when_the_hub_is_unreachable_uses_the_cache(tmp_path, monkeypatch, hub):
+    model = random_model(tie_weights=False)
+    hub_cache(tmp_path / "hub", "openai-community/gpt2", model)  # as a download of the full name leaves it
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    loaded = GPT.from_pretrained("gpt2", dtype=np.float64)
+    assert hub.network_calls  # it tried the hub first
+    np.testing.assert_allclose(loaded(IDX).data, model(IDX).data, rtol=1e-4, atol=1e-5)
+
+
+def test_not_cached_and_offline(tmp_path, monkeypatch, hub):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_cache(tmp_path / "hub", "gpt2", random_model(), files=("config.json",))  # a download cut short
+    for name in ("gpt2", "gpt2-xl"):
+        with pytest.raises(UsageError) as err:
+            GPT.from_pretrained(name)
+        assert str(err.value) == (
+            f"{name!r} is not in the Hugging Face cache ({tmp_path / 'hub'}) and HF_HUB_OFFLINE is set, so it "
+            f"cannot be downloaded; unset HF_HUB_OFFLINE on a machine with internet access to download it once "
+            f"({'548 MB' if name == 'gpt2' else '6.4 GB'}), or pass a local folder holding config.json and "
+            f"model.safetensors")
+    assert hub.network_calls == []
+
+
+def test_not_cached_and_no_network(tmp_path, monkeypatch, hub):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(UsageError) as err:
+        GPT.from_pretrained("gpt2-medium")
+    assert str(err.value) == (
+        f"cannot fetch 'gpt2-medium': this machine could not reach the Hugging Face hub (ConnectError: network "
+        f"is off in tests) and the cache ({tmp_path}) does not hold it; connect to the internet to download it "
+        f"once (1.5 GB), or pass a local folder holding config.json and model.safetensors")
+    assert hub.network_calls
+
+
+def test_without_huggingface_hub_a_name_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as err:
+        GPT.from_pretrained("gpt2")
+    assert str(err.value) == ("'gpt2' is not a local folder, and fetching it from the Hugging Face hub needs "
+                              "huggingface_hub: pip install -e \".[hub]\" (or pip install huggingface_hub)")
+    model = random_model()
+    model.save_pretrained(tmp_path / "mine")  # a local folder needs no huggingface_hub
+    np.testing.assert_array_equal(GPT.from_pretrained("mine")(IDX).data, model(IDX).data)
+
+
+def test_unknown_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("gpt3", "openai-community/gpt3", "distilgpt2"):
+        with pytest.raises(UsageError) as err:
+            GPT.from_pretrained(name)
+        assert str(err.value) == (
+            f"{name!r} is not a folder (no such path) nor a GPT-2 model on the Hugging Face hub; known names: "
+            f"gpt2, gpt2-medium, gpt2-large, gpt2-xl (or openai-community/<name>), or pass a folder holding "
+            f"config.json and model.safetensors")
+
+
+def test_a_local_folder_of_that_name_comes_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = random_model()
+    model.save_pretrained(tmp_path / "gpt2")
+    np.testing.assert_array_equal(GPT.from_pretrained("gpt2")(IDX).data, model(IDX).data)
+    (tmp_path / "gpt2" / "model.safetensors").unlink()
+    with pytest.raises(UsageError, match="model.safetensors not found .*; this local folder hides the hub's "
+                                         "'gpt2': pass openai-community/gpt2 to download that"):
+        GPT.from_pretrained("gpt2")

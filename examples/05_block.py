@@ -1,5 +1,9 @@
 # Step 5: one GPT-2 block. Forward hooks report each sub-module's output; backward fills every
-# weight's .grad; render draws the block, with each node's gradient norm.
+# weight's .grad; render draws the block, with each node's gradient norm (into the folder given as
+# the first argument, default out/examples).
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from gpt import GPT, GPTConfig
@@ -24,5 +28,8 @@ for hook in hooks:
 retain_grads(y)                 # keep every op's gradient, for the picture
 y.sum().backward(retain_graph=True)
 print("x.grad", x.grad.shape, " attn.c_attn.weight.grad", block.attn.c_attn.weight.grad.shape)
-for path in ("05_block.svg", "05_block.png"):
-    render(y, path, model=model, title="one GPT-2 block: x + attn(ln_1(x)), then + mlp(ln_2(.))")
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "out/examples")
+out.mkdir(parents=True, exist_ok=True)
+for name in ("05_block.svg", "05_block.png"):
+    path = render(y, out / name, model=model, title="one GPT-2 block: x + attn(ln_1(x)), then + mlp(ln_2(.))")
+    print("wrote", path)

@@ -1,6 +1,9 @@
 # Step 6: the tied embedding's two gradients. transformer.wte.weight W is used twice: as the token
 # embedding (rows of W looked up by id) and as the output layer (logits = x @ W.T). Backward adds
 # both contributions into W.grad; forward hooks and retain_grad take them apart again.
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from gpt import GPT, GPTConfig
@@ -35,4 +38,6 @@ np.add.at(emb, idx.ravel(), seen["tok_emb"].grad.reshape(-1, C))           # row
 print(f"|W.grad| = {np.linalg.norm(W.grad):.4f}: head part {np.linalg.norm(head):.4f}, "
       f"embedding part {np.linalg.norm(emb):.4f} (only in the rows of the {len(np.unique(idx))} ids used)")
 assert np.allclose(W.grad, head + emb, rtol=1e-4, atol=1e-7)
-render(loss, "06_gpt.svg", model=model, max_nodes=60)  # block h.1 collapsed into one box
+out = Path(sys.argv[1] if len(sys.argv) > 1 else "out/examples")  # where the picture goes
+out.mkdir(parents=True, exist_ok=True)
+print("wrote", render(loss, out / "06_gpt.svg", model=model, max_nodes=60))  # block h.1 collapsed into one box

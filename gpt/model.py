@@ -231,9 +231,11 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ checkpoints
     @classmethod
-    def from_pretrained(cls, path, dtype=None) -> "GPT":
-        """Load a Hugging Face GPT-2 folder (config.json + model.safetensors). Returned in eval mode."""
-        return hf.load_pretrained(path, cls, dtype=dtype)
+    def from_pretrained(cls, name_or_path, dtype=None, *, dropout: float | None = None) -> "GPT":
+        """A Hugging Face GPT-2 folder (config.json + model.safetensors), or "gpt2", "gpt2-medium",
+        "gpt2-large", "gpt2-xl" fetched through huggingface_hub when no such folder exists (gpt/hf.py).
+        Returned in eval mode; `dropout` replaces the checkpoint's (for fine-tuning)."""
+        return hf.load_pretrained(name_or_path, cls, dtype=dtype, dropout=dropout)
 
     def save_pretrained(self, path) -> None:
         """Write config.json + model.safetensors in the Hugging Face GPT-2 layout."""
@@ -241,9 +243,16 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ generation
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True) -> np.ndarray:
-        """Continue idx (B, T) by max_new_tokens tokens -> int64 (B, T + max_new_tokens); see gpt.generate."""
-        return generation.generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache)
+                 top_p: float | None = None, seed: int | None = None, use_cache: bool = True,
+                 eos_token_id: int | None = None) -> np.ndarray:
+        """Continue idx (B, T) by max_new_tokens tokens -> int64 (B, T + max_new_tokens); see gpt.generate.
+
+        top_k 0 or None: off. eos_token_id ends a row at that token (kept; the row is padded with it),
+        and generation stops early, with fewer columns, once every row has ended. To stream tokens as
+        they are made: gpt.generate.stream(model, idx, ...).
+        """
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k, top_p, seed, use_cache,
+                                   eos_token_id)
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> "KVCache":
         """An empty KVCache for this model, in its dtype, for `batch_size` sequences."""

@@ -2,7 +2,7 @@
 
     report = collect(model, idx, targets)   # one forward (with forward hooks) and one backward
     print(format_report(report))
-    plot_report(report, "inspect.png")       # needs matplotlib: pip install -e ".[plot]"
+    plot_report(report, "out/inspect.png")   # .png, .svg or .pdf; needs matplotlib: pip install -e ".[plot]"
 
 Per named parameter: the norms of the weight and of its gradient, and their ratio |grad| / |weight|
 (an SGD step of learning rate lr changes the weight by about lr times this ratio). Per module call,
@@ -22,7 +22,12 @@ import tinygrad_lite.functional as F
 import tinygrad_lite.nn as nn
 from tinygrad_lite import Tensor
 
-__all__ = ["ParamStats", "ActivationStats", "Report", "collect", "format_report", "plot_report", "aliases"]
+from .files import atomic_write
+
+__all__ = ["ParamStats", "ActivationStats", "Report", "collect", "format_report", "plot_report", "aliases",
+           "PLOT_FORMATS"]
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 @dataclass
@@ -129,10 +134,15 @@ def format_report(report: Report) -> str:
 
 
 def plot_report(report: Report, path, title: str = "") -> Path | None:
-    """Plot activation std, activation-gradient std and |grad|/|weight| to `path` (PNG).
+    """Plot activation std, activation-gradient std and |grad|/|weight| to exactly `path`.
 
-    Returns the path, or None when matplotlib is not installed (pip install -e ".[plot]").
+    The format follows the suffix (.png, .svg or .pdf; anything else is a ValueError); the file is
+    written whole or not at all. Returns Path(path), or None when matplotlib is not installed
+    (pip install -e ".[plot]").
     """
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"plot_report: {path} must end in {', '.join(PLOT_FORMATS)}")
     try:
         import matplotlib
         matplotlib.use("Agg")  # files only, no window
@@ -158,6 +168,8 @@ def plot_report(report: Report, path, title: str = "") -> Path | None:
     axes[2].grid(alpha=0.3, axis="y")
     fig.suptitle(title or f"loss {report.loss:.4f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lower()[1:]))
+    finally:
+        plt.close(fig)
+    return path

@@ -59,8 +59,9 @@ def broken_layer_norm(monkeypatch) -> None:
 def test_gradcheck_command_fails_and_names_the_parameters_of_a_broken_backward(monkeypatch, capsys):
     broken_layer_norm(monkeypatch)
     status = main(["gradcheck", "--preset", "tiny", "--n-layer", "1"])
-    out = capsys.readouterr().out
-    assert status == 1
+    out, err = capsys.readouterr()
+    assert status == 1  # a failed check: 1, apart from a usage error's 2 (finding 10)
+    assert err.startswith("error: gradient check failed for 3 of 16 parameters") and "Traceback" not in err
     rows = dict(ROW.findall(out))
     failed = {n for n, r in rows.items() if r == "FAIL"}
     assert failed == {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.ln_f.weight"}
@@ -134,12 +135,8 @@ def test_inspect_command_prints_both_tables(tmp_path):
     assert re.search(r"^transformer\.h\.0\.ln_1\.bias\s+\(128,\)\s+0\.000e\+00\s+\d\.\d+e-\d+\s+-$", out, re.M)
     for name in ("transformer.h.0.attn", "transformer.h.3", "transformer.ln_f", "lm_head"):
         assert re.search(rf"^{re.escape(name)}\s+\w+\s+\(4, 16, \d+\)", out, re.M), name
-    png = tmp_path / "inspect.png"
-    try:
-        import matplotlib  # noqa: F401
-        assert "plot written to inspect.png" in out and png.read_bytes()[:4] == b"\x89PNG"
-    except ImportError:
-        assert "matplotlib is not installed" in out and not png.exists()
+    assert "plot" not in out
+    assert list(tmp_path.iterdir()) == []  # finding 10: no --plot, no file
 
 
 def test_plot_report_without_matplotlib_returns_none(tmp_path, monkeypatch, capsys):
@@ -147,5 +144,151 @@ def test_plot_report_without_matplotlib_returns_none(tmp_path, monkeypatch, caps
     model = GPT(GPTConfig.from_preset("tiny", n_layer=1), seed=0)
     report = collect(model, np.zeros((1, 4), np.int64), np.ones((1, 4), np.int64))
     assert plot_report(report, tmp_path / "r.png") is None and not (tmp_path / "r.png").exists()
-    assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--plot", str(tmp_path / "r.png")]) == 0
-    assert 'matplotlib is not installed, so no plot was made (pip install -e ".[plot]"' in capsys.readouterr().out
+    # asked for a plot that cannot be made: a usage error, before any work
+    assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--plot", str(tmp_path / "r.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == 'error: --plot needs matplotlib, which is not installed (pip install -e ".[plot]")\n'
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def tiny_run(path, block_size=32):
+    """A training run folder (gpt.checkpoint) holding a small model with the given block size."""
+    from gpt import checkpoint
+    model = GPT(GPTConfig(vocab_size=20, block_size=block_size, n_layer=1, n_head=2, n_embd=16), seed=0)
+    checkpoint.save(path, model, None, {"iter": 1})
+    return path
+
+
+def test_finding_3_inspect_accepts_seq_len_equal_to_block_size(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run", block_size=32)
+    assert main(["inspect", "--ckpt", str(run), "--seq-len", "32"]) == 0  # T = block_size is valid
+    out = capsys.readouterr().out
+    assert "(B=4, T=32)" in out and f"checkpoint {next(run.glob('ckpt-*'))}" in out
+    assert main(["inspect", "--ckpt", str(run)]) == 0  # the default: 64, cut to the block size
+    assert "(B=4, T=32)" in capsys.readouterr().out
+    assert main(["inspect", "--ckpt", str(run), "--seq-len", "33"]) == 2
+    assert capsys.readouterr().err == "error: --seq-len must be in [1, 32] (the model's block_size), got 33\n"
+    assert main(["inspect", "--preset", "tiny", "--seq-len", "256", "--batch-size", "1"]) == 0
+    assert "(B=1, T=256)" in capsys.readouterr().out
+
+
+def test_finding_7_inspect_ckpt_nonexistent_is_an_error_line(capsys):
+    assert main(["inspect", "--ckpt", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --ckpt /nonexistent: no such folder") and "Traceback" not in err
+
+
+def test_finding_4_inspect_shows_a_diverged_checkpoint_and_warns(tmp_path, capsys):
+    from gpt import checkpoint
+    model = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0)
+    model.transformer.ln_f.weight.data[3] = np.nan
+    checkpoint.save(tmp_path / "run", model, None, {"iter": 1})
+    assert main(["inspect", "--ckpt", str(tmp_path / "run")]) == 0  # a diagnostic: the NaN is what to look at
+    out, err = capsys.readouterr()
+    assert err == "warning: NaN or infinity in transformer.ln_f.weight: the run that saved these weights diverged\n"
+    assert "loss nan" in out
+
+
+def test_inspect_reads_a_hugging_face_folder(tmp_path, capsys):
+    GPT(GPTConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=8), seed=0).save_pretrained(tmp_path)
+    assert main(["inspect", "--ckpt", str(tmp_path), "--seq-len", "8"]) == 0
+    assert capsys.readouterr().out.startswith(f"GPT, Hugging Face folder {tmp_path}: 1 layers")
+
+
+def test_finding_10_inspect_writes_no_file_unless_plot_is_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "--preset", "tiny", "--seq-len", "4"]) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def fake_matplotlib(monkeypatch) -> list:
+    """Stand in for matplotlib (not a required dependency): plot_report writes a marker file; returns its calls."""
+    import types
+
+    import gpt.report
+    from gpt.files import atomic_write
+    calls = []
+
+    def plot(report, path, title=""):
+        calls.append(Path(path))
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(b"plot"))
+        return Path(path)
+
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))
+    monkeypatch.setattr(gpt.report, "plot_report", plot)
+    return calls
+
+
+def test_finding_10_inspect_plot_goes_to_exactly_path_and_reports_it(tmp_path, monkeypatch, capsys):
+    calls = fake_matplotlib(monkeypatch)
+    for name in ("stats.svg", "stats.pdf", "stats.PNG"):
+        target = tmp_path / name
+        assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--plot", str(target)]) == 0
+        assert capsys.readouterr().out.endswith(f"\nplot written to {target}\n")
+        assert target.read_bytes() == b"plot" and calls[-1] == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.PNG", "stats.pdf", "stats.svg"]
+
+
+@pytest.mark.parametrize("plot, expected", [
+    ("{tmp}", "is a folder; expected a file name ending in .png, .svg, .pdf"),
+    ("{tmp}/x.xyz", "expected a file name ending in .png, .svg, .pdf (the format follows the suffix), got .xyz"),
+    ("{tmp}/report", "got no suffix"),
+    ("{tmp}/missing/x.png", "does not exist"),
+])
+def test_finding_10_inspect_plot_path_must_be_a_png_svg_or_pdf_file(tmp_path, monkeypatch, capsys, plot, expected):
+    calls = fake_matplotlib(monkeypatch)
+    plot = plot.format(tmp=tmp_path)
+    assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--plot", plot]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: --plot {plot}") and expected in captured.err
+    assert captured.out == "" and not calls and list(tmp_path.iterdir()) == []  # refused before the work
+
+
+def test_plot_report_with_matplotlib_writes_exactly_the_path(tmp_path):
+    pytest.importorskip("matplotlib")
+    model = GPT(GPTConfig.from_preset("tiny", n_layer=1), seed=0)
+    report = collect(model, np.zeros((1, 4), np.int64), np.ones((1, 4), np.int64))
+    for name, magic in (("a.png", b"\x89PNG"), ("b.pdf", b"%PDF"), ("c.svg", b"<?xml")):
+        assert plot_report(report, tmp_path / name) == tmp_path / name
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.pdf", "c.svg"]  # no temp files left
+    with pytest.raises(ValueError, match=r"must end in \.png, \.svg, \.pdf"):
+        plot_report(report, tmp_path / "d.jpg")
+
+
+# ------------------------------------------------------------------ gradcheck progress (finding 11)
+class Counter:
+    """A stand-in for a tqdm bar."""
+    def __init__(self):
+        self.total, self.n = None, 0
+
+    def update(self, n):
+        self.n += n
+
+
+def test_check_model_reports_each_finite_difference_to_the_progress_bar():
+    config = GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4)
+    model = GPT(config, seed=1, dtype=np.float64)
+    idx, targets = np.random.default_rng(1).integers(0, 7, (2, 2, 4))
+    bar = Counter()
+    check_model(model, idx, targets, full=True, progress=bar)
+    assert bar.total == bar.n == model.num_parameters()  # one difference per entry
+    bar = Counter()
+    check_model(model, idx, targets, projections=3, full_max=8, progress=bar)
+    assert bar.total == bar.n == sum(p.size if p.size <= 8 else 3 for p in model.parameters())
+
+
+def test_finding_11_gradcheck_full_shows_a_progress_bar(monkeypatch, capsys):
+    import gpt.cli.gradcheck as gradcheck
+    from gpt.config import PRESETS
+    monkeypatch.setitem(PRESETS, "micro", dict(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4))
+    monkeypatch.setattr(gradcheck, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # a terminal
+    n = GPT(GPTConfig(**PRESETS["micro"])).num_parameters()
+    argv = ["gradcheck", "--preset", "micro", "--full", "--seq-len", "4"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert f"{n}/{n} [" in err and "finite differences" in err and "diff/s" in err
+    assert re.search(r"^all 16 parameters passed", out, re.M) and "diff/s" not in out
+    assert main(argv + ["--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

@@ -26,11 +26,27 @@ def python_blocks(markdown: str) -> list[str]:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(path, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    # in a scratch directory: the examples write their pictures into the current directory
+    # in a scratch directory, to see what an example writes there
     res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, cwd=tmp_path,
                          timeout=180)
     assert res.returncode == 0, f"{path.name} failed:\n{res.stdout}\n{res.stderr}"
     assert res.stdout.strip(), f"{path.name} printed nothing"
+    # finding 10: nothing is dropped in the current directory; pictures go under out/examples (git-ignored)
+    assert {p.name for p in tmp_path.iterdir()} <= {"out"}, sorted(p.name for p in tmp_path.iterdir())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(p.parent == tmp_path / "out" / "examples" for p in written), written
+    for p in written:  # and each one is named in the output
+        assert str(p.relative_to(tmp_path)) in res.stdout, (p, res.stdout)
+
+
+def test_finding_10_examples_write_their_pictures_to_the_folder_given_as_argument(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "01_scalar.py"), str(tmp_path / "pics")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["pics"]
+    (picture,) = (tmp_path / "pics").iterdir()
+    assert picture.stem == "01_scalar" and f"wrote {picture}" in res.stdout
 
 
 def test_tutorial_steps_are_numbered_examples():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from gpt.config import GPTConfig
-from gpt.generate import filter_logits, generate, sample_next
+from gpt.generate import BadArgument, filter_logits, generate, sample_next, stream
 from gpt.model import GPT
 from tinygrad_lite import no_grad
 
@@ -136,7 +136,11 @@ def test_sample_never_picks_filtered_tokens():
     (dict(idx=np.zeros((1, 0), np.int64)), "non-empty"),
     (dict(max_new_tokens=-1), "max_new_tokens"),
     (dict(temperature=-0.5), "temperature"),
-    (dict(top_k=0), "top_k"),
+    (dict(top_k=-1), "top_k"),
+    (dict(top_k=2.5), "top_k"),
+    (dict(seed=-1), "seed"),
+    (dict(eos_token_id=40), "eos_token_id"),
+    (dict(temperature=float("inf")), "temperature"),
     (dict(top_p=0.0), "top_p"),
     (dict(top_p=1.5), "top_p"),
 ])
@@ -152,3 +156,96 @@ def test_model_generate_delegates():
     prompt = np.array([[1, 2, 3]])
     np.testing.assert_array_equal(model.generate(prompt, 8, temperature=0.7, top_k=5, seed=2),
                                   generate(model, prompt, 8, temperature=0.7, top_k=5, seed=2))
+
+
+# ------------------------------------------------------------------ top_k=0, eos_token_id, streaming
+def test_top_k_0_means_off_as_in_transformers():
+    model = _model()
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    off = generate(model, prompt, 15, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(generate(model, prompt, 15, temperature=1.0, top_k=0, seed=3), off)
+    np.testing.assert_array_equal(generate(model, prompt, 15, temperature=1.0, top_k=40, seed=3), off)
+    logits = np.log(np.array([[0.05, 0.5, 0.15, 0.3]]))
+    assert np.isfinite(filter_logits(logits, top_k=0)).all()
+
+
+def _greedy_eos_setup():
+    """A model, a two-row prompt, and a token that row 0 produces early (greedy) and row 1 later or never."""
+    model = _model()
+    prompt = np.array([[1, 2, 3, 4, 5], [7, 7, 0, 39, 2]])
+    free = generate(model, prompt, 12, temperature=0)
+    eos = int(free[0, 7])  # row 0's third new token
+    first = [int(np.argmax(row[5:] == eos)) if (row[5:] == eos).any() else None for row in free]
+    return model, prompt, free, eos, first
+
+
+def test_eos_token_id_stops_a_row_keeps_the_token_and_pads_with_it():
+    model, prompt, free, eos, first = _greedy_eos_setup()
+    out = generate(model, prompt, 12, temperature=0, eos_token_id=eos)
+    for r, f in enumerate(first):
+        if f is None:  # this row never produced eos: its tokens are the free run's
+            np.testing.assert_array_equal(out[r], free[r, :out.shape[1]])
+            continue
+        stop = 5 + f
+        np.testing.assert_array_equal(out[r, :stop + 1], free[r, :stop + 1])  # up to and with the eos token
+        assert (out[r, stop:] == eos).all()  # then padded with eos
+    # every row stopped: generation ended at the last row's eos, not after 12 tokens
+    if all(f is not None for f in first):
+        assert out.shape[1] == 5 + max(first) + 1
+    # the cache does not change it
+    np.testing.assert_array_equal(generate(model, prompt, 12, temperature=0, eos_token_id=eos, use_cache=False), out)
+
+
+def test_eos_token_id_ends_generation_early_when_every_row_stopped():
+    model = _model()
+    prompt = np.array([[1, 2, 3]])
+    free = generate(model, prompt, 10, temperature=0)
+    eos = int(free[0, 4])  # the second new token
+    first = int(np.argmax(free[0, 3:] == eos))  # maybe already the first
+    out = model.generate(prompt, 10, temperature=0, eos_token_id=eos)  # through GPT.generate
+    assert out.shape == (1, 3 + first + 1) and out[0, -1] == eos
+    np.testing.assert_array_equal(out, free[:, :out.shape[1]])
+
+
+def test_eos_in_sampling_does_not_change_the_rows_that_have_not_stopped():
+    model = _model()
+    prompt = np.array([[1, 2, 3], [4, 5, 6], [9, 9, 9]])
+    free = generate(model, prompt, 20, temperature=1.0, seed=11)
+    eos = int(free[1, 5])
+    out = generate(model, prompt, 20, temperature=1.0, seed=11, eos_token_id=eos)
+    for r in range(3):
+        hits = np.flatnonzero(free[r, 3:] == eos)
+        stop = out.shape[1] if not len(hits) else 3 + hits[0] + 1
+        np.testing.assert_array_equal(out[r, :stop], free[r, :stop])
+        assert (out[r, stop:] == eos).all()
+
+
+def test_stream_yields_each_new_column_as_it_is_made_and_matches_generate():
+    model = _model()
+    model.train()
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    it = stream(model, prompt, 6, temperature=0.9, top_k=0, seed=4)
+    step, ids = next(it)  # the first token, before the others are made
+    assert step == 0 and ids.shape == (2,) and ids.dtype == np.int64
+    assert not model.training  # eval mode while generating
+    cols = [ids] + [c for _, c in it]
+    assert model.training  # restored at the end
+    expected = generate(model, prompt, 6, temperature=0.9, seed=4)
+    np.testing.assert_array_equal(np.stack(cols, axis=1), expected[:, 3:])
+
+
+def test_stream_checks_its_arguments_when_called():
+    with pytest.raises(BadArgument, match="top_k") as e:
+        stream(_model(), [[1, 2]], 3, top_k=-2)  # no next() needed
+    assert e.value.name == "top_k" and e.value.value == -2
+
+
+def test_a_numpy_generator_as_seed_continues_its_stream():
+    model = _model()
+    prompt = np.array([[1, 2, 3]])
+    both = generate(model, np.repeat(prompt, 1, 0), 5, seed=np.random.default_rng(8))
+    rng = np.random.default_rng(8)
+    a = generate(model, prompt, 5, seed=rng)
+    b = generate(model, prompt, 5, seed=rng)  # the generator moved on: a different continuation
+    np.testing.assert_array_equal(a, both)
+    assert not np.array_equal(a, b)

@@ -24,12 +24,15 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default="gpt2", choices=list(PRESETS),
                    help="GPTConfig preset (default gpt2, the 124M model); presets with a vocabulary smaller "
                         "than GPT-2's use a character tokenizer instead")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weight init (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weight init, an int >= 0 (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import GPTConfig
+    from ..errors import UsageError
+    if args.seed < 0:
+        raise UsageError(f"--seed must be an int >= 0, got {args.seed}")
     demo(GPTConfig.from_preset(args.preset), seed=args.seed, name=args.preset)
     return 0
 
@@ -100,7 +103,8 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
     total, expected = model.num_parameters(), count_parameters(config)["total"]
     out(f"{'total':{width}}{'':>12}{total:>14,}")
     if total != expected:
-        raise AssertionError(f"model has {total:,} parameters but count_parameters(config) says {expected:,}")
+        from ..errors import RunFailed
+        raise RunFailed(f"model has {total:,} parameters but count_parameters(config) says {expected:,}")
     out(f"(agrees with gpt.config.count_parameters; without position embeddings: "
         f"{model.num_parameters(exclude_embeddings=True):,})")
 

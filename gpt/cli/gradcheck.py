@@ -16,13 +16,17 @@ numerical side is the central difference (L(w + eps d) - L(w - eps d)) / (2 eps)
                   for the tiny preset; meant for very small models, e.g. check_model on a custom GPTConfig).
 
 An entry passes when |analytical - numerical| <= atol + rtol * |numerical|. One row per parameter: max
-absolute error, max relative error (over entries with |numerical| > atol), pass/FAIL. The exit status
-is 0 when every parameter passes and 1 otherwise.
+absolute error, max relative error (over entries with |numerical| > atol), pass/FAIL. A progress bar on
+stderr (a terminal) counts the finite differences of a check that takes more than a second
+(--no-progress: none).
+The exit status is 0 when every parameter passes, 1 when any fails (with an `error:` line), and 2
+for a bad flag.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -49,7 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
     p.add_argument("--atol", type=float, default=1e-7, help="absolute tolerance (default 1e-7)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     p.set_defaults(func=run)
+
+
+PROGRESS_DELAY = 1.0  # seconds before the progress bar appears: quick checks get none
 
 
 @dataclass
@@ -66,8 +74,13 @@ class Row:
 class Checker:
     """Finite differences of a scalar loss L(params) against its backprop gradients."""
 
-    def __init__(self, loss_fn, eps: float, atol: float, rtol: float):
+    def __init__(self, loss_fn, eps: float, atol: float, rtol: float, progress=None):
         self.loss_fn, self.eps, self.atol, self.rtol = loss_fn, eps, atol, rtol
+        self.progress = progress  # tqdm-like (.update(n), .total): one unit per finite difference
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
 
     def loss(self) -> float:
         from tinygrad_lite import no_grad
@@ -84,6 +97,7 @@ class Checker:
             lo = self.loss()
         finally:
             np.copyto(p.data, w)
+        self.tick()
         return (hi - lo) / (2 * self.eps)
 
     def entry(self, p, i: int) -> float:
@@ -96,6 +110,7 @@ class Checker:
             lo, L_lo = flat[i], self.loss()
         finally:
             flat[i] = old
+        self.tick()
         return (L_hi - L_lo) / (float(hi) - float(lo))
 
     def errors(self, ana: np.ndarray, num: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -124,12 +139,20 @@ class Checker:
         return Row(name, p.shape, f"{k} projections", max_abs, max_rel, bool(excess.max() <= 0))
 
 
+def planned_differences(model, full: bool, projections: int, full_max: int) -> int:
+    """How many finite differences check_model will take (more if a projection fails and is re-checked)."""
+    return sum(p.size if full or p.size <= full_max else projections for p in model.parameters())
+
+
 def check_model(model, idx: np.ndarray, targets: np.ndarray, full: bool = False, projections: int = 2,
                 full_max: int = 64, eps: float = 1e-6, atol: float = 1e-7, rtol: float = 1e-5, seed: int = 0,
-                on_row=None) -> list[Row]:
+                on_row=None, progress=None) -> list[Row]:
     """One Row per named parameter of `model` (float64) for the loss model.loss(idx, targets);
-    `on_row(row)` is called as each row is done."""
-    checker = Checker(lambda: model.loss(idx, targets), eps, atol, rtol)
+    `on_row(row)` is called as each row is done. `progress` (a tqdm bar, or anything with .update(n) and
+    .total) gets total = the planned number of finite differences and one update per difference."""
+    if progress is not None:
+        progress.total = planned_differences(model, full, projections, full_max)
+    checker = Checker(lambda: model.loss(idx, targets), eps, atol, rtol, progress)
     model.zero_grad()
     model.loss(idx, targets).backward()
     grads = {name: p.grad.copy() for name, p in model.named_parameters()}
@@ -142,6 +165,8 @@ def check_model(model, idx: np.ndarray, targets: np.ndarray, full: bool = False,
         else:
             row = checker.by_projection(name, p, grads[name], projections, rng)
             if not row.passed and full_max > 0:  # re-check entry by entry, to name the worst entry
+                if progress is not None:
+                    progress.total += full_max
                 sample = np.sort(rng.choice(n, full_max, replace=False))
                 detail = checker.by_entry(name, p, grads[name], sample, "")
                 row.mode += f" + {full_max}/{n} entries"
@@ -157,17 +182,38 @@ def _fmt(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.2e}"
 
 
+def check_args(args: argparse.Namespace, block_size: int) -> None:
+    """UsageError naming the first flag out of range."""
+    from ..errors import UsageError
+
+    checks = [
+        ("--n-layer", args.n_layer, args.n_layer is None or args.n_layer >= 1, "an int >= 1"),
+        ("--seed", args.seed, args.seed >= 0, "an int >= 0"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "an int >= 1"),
+        ("--seq-len", args.seq_len, 1 <= args.seq_len <= block_size, f"in [1, {block_size}] (the block_size)"),
+        ("--projections", args.projections, args.projections >= 1, "an int >= 1"),
+        ("--full-max", args.full_max, args.full_max >= 0, "an int >= 0"),
+        ("--eps", args.eps, 0 < args.eps < math.inf, "a finite number > 0 (the finite-difference step)"),
+        ("--atol", args.atol, 0 <= args.atol < math.inf, "a finite number >= 0"),
+        ("--rtol", args.rtol, 0 <= args.rtol < math.inf, "a finite number >= 0"),
+    ]
+    for flag, value, ok, expected in checks:
+        if not ok:
+            raise UsageError(f"{flag} must be {expected}, got {value!r}")
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..config import GPTConfig
+    from tqdm import tqdm
+
+    from ..config import PRESETS, GPTConfig
+    from ..errors import RunFailed
     from ..model import GPT
     from ..report import aliases
 
+    check_args(args, PRESETS[args.preset]["block_size"])
     overrides = {"dropout": 0.0} | ({"n_layer": args.n_layer} if args.n_layer is not None else {})
     config = GPTConfig.from_preset(args.preset, **overrides)
     B, T = args.batch_size, args.seq_len
-    if B < 1 or not 1 <= T <= config.block_size or args.projections < 1 or args.full_max < 0:
-        raise SystemExit(f"gradcheck: need --batch-size >= 1, 1 <= --seq-len <= {config.block_size}, --projections "
-                         f">= 1 and --full-max >= 0; got {B}, {T}, {args.projections}, {args.full_max}")
     rng = np.random.default_rng(args.seed)
     model = GPT(config, seed=args.seed, dtype=np.float64).eval()
     for p in model.parameters():  # off the init: LayerNorm weights != 1, biases != 0
@@ -182,18 +228,23 @@ def run(args: argparse.Namespace) -> int:
     mwidth = 30
     print(f"\n{'parameter':{width}}{'shape':>12}  {'checked':{mwidth}}{'max abs err':>12}{'max rel err':>12}  result")
 
-    def print_row(r: Row) -> None:
+    def print_row(r: Row) -> None:  # through tqdm, which lifts its bar (stderr) out of the way
         errors = f"{_fmt(r.max_abs):>12}{_fmt(r.max_rel):>12}"
-        print(f"{label[r.name]:{width}}{str(r.shape):>12}  {r.mode:{mwidth}}{errors}  "
-              f"{'ok' if r.passed else 'FAIL  ' + r.worst}", flush=True)
+        tqdm.write(f"{label[r.name]:{width}}{str(r.shape):>12}  {r.mode:{mwidth}}{errors}  "
+                   f"{'ok' if r.passed else 'FAIL  ' + r.worst}", file=sys.stdout)
+        sys.stdout.flush()
 
     t0 = time.perf_counter()
-    rows = check_model(model, x, y, full=args.full, projections=args.projections, full_max=args.full_max,
-                       eps=args.eps, atol=args.atol, rtol=args.rtol, seed=args.seed, on_row=print_row)
+    # None: a bar only when stderr is a terminal (a log file gets the rows, not the bar's redraws)
+    with tqdm(unit="diff", file=sys.stderr, disable=None if args.progress else True, delay=PROGRESS_DELAY, leave=False,
+              desc="finite differences") as bar:
+        rows = check_model(model, x, y, full=args.full, projections=args.projections, full_max=args.full_max,
+                           eps=args.eps, atol=args.atol, rtol=args.rtol, seed=args.seed, on_row=print_row,
+                           progress=bar)
     failed = [r.name for r in rows if not r.passed]
     took = time.perf_counter() - t0
     if failed:
         print(f"\nFAILED: {len(failed)} of {len(rows)} parameters: {', '.join(failed)} ({took:.1f} s)")
-        return 1
+        raise RunFailed(f"gradient check failed for {len(failed)} of {len(rows)} parameters: {', '.join(failed)}")
     print(f"\nall {len(rows)} parameters passed ({took:.1f} s)")
     return 0

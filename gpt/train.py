@@ -1,87 +1,99 @@
-"""Train a GPT on a text file: nanoGPT's loop on tinygrad_lite.
+"""Train a GPT on a text: nanoGPT's loop on tinygrad_lite.
 
-    cfg = TrainConfig(data="input.txt", out="out-shakespeare", max_iters=2000)
+    cfg = TrainConfig(data="shakespeare", out="out/shakespeare", max_iters=2000)
     metrics = train(cfg)      # {"iters", "train_loss", "val_loss", "seconds", "tokens_per_second", ...}
 
 Each iteration: set the learning rate (linear warmup, then cosine decay to ``min_lr``), draw a random
 (B, T) batch, forward, cross-entropy loss, backward, clip the gradient norm, AdamW step. Weight decay
 applies to the matrices (Linear weights and embeddings: every param with ndim >= 2) and not to
-biases and LayerNorm params. Every ``eval_interval`` iterations and at the end, the mean loss over
-``eval_iters`` batches of each split is measured (dropout off) and a checkpoint is written.
+biases and LayerNorm params. The losses are evaluated (mean over ``eval_iters`` batches of each
+split, dropout off) before the first step, every ``eval_interval`` iterations and at the end; each
+evaluation after the first writes a checkpoint (gpt/checkpoint.py) of the whole run: the model, the
+optimizer, and the state below. metrics.json is written at the end.
 
-The output folder holds, written atomically (into a temporary folder, then renamed into place with
-``train_state.json`` last):
+    state.json   iter, config (TrainConfig.to_dict(), the model's GPTConfig included), tokenizer (its spec),
+                 losses (one per iteration), evals ([{"iter", "train_loss", "val_loss"}]), best ({"iter",
+                 "val_loss"} of the best saved checkpoint, or None), seconds, rng (generator states)
 
-    config.json, model.safetensors    the model, Hugging Face layout (``model.save_pretrained``)
-    optimizer.safetensors             AdamW moments; param groups and step counts in its metadata
-    tokenizer_spec.json               ``tokenizer_spec`` of the tokenizer
-    train_state.json                  iteration, TrainConfig, RNG states, losses, sha256 of the files
-    metrics.json                      final summary (written when training finishes)
-
-``resume=True`` continues from that folder and reproduces the losses an uninterrupted run would
+``resume=True`` continues the run in ``out`` and reproduces the losses an uninterrupted run would
 have given: the model, optimizer moments, iteration (hence learning rate) and every RNG are restored.
 Evaluation draws its batches from its own generator, seeded afresh at each evaluation, so it never
 changes the training batches and each evaluation sees the same batches.
+
+A non-finite loss, gradient norm or evaluation stops the run with `RunFailed` before the optimizer
+step, and saves nothing: the last checkpoint is the last good one. Ctrl-C waits for the step in
+progress, saves a checkpoint at that iteration, and re-raises KeyboardInterrupt.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 import tinygrad_lite.functional as F
-from gpt.files import atomic_write, file_mode
-from gpt.config import GPTConfig
-from gpt.data import TextData
-from gpt.model import GPT
 from tinygrad_lite import no_grad
 from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 
-__all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_train_state", "CHECKPOINT_FILES"]
+from . import checkpoint
+from .config import GPTConfig
+from .data import SHAKESPEARE, TextData, data_source
+from .errors import RunFailed, UsageError
+from .files import atomic_write
+from .model import GPT
 
-STATE_FILE = "train_state.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
-TOKENIZER_FILE = "tokenizer_spec.json"  # not tokenizer.json: that name is HF's tokenizer format
+__all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_run", "METRICS_FILE"]
+
 METRICS_FILE = "metrics.json"
-CHECKPOINT_FILES = ("config.json", "model.safetensors", OPTIMIZER_FILE, TOKENIZER_FILE, STATE_FILE)
+RESUME_HINT = "python -m gpt train --resume --out {out}"
 
-# fields that fix the model or the data it sees: a resumed run must keep them
-_FROZEN_ON_RESUME = ("tokenizer", "val_fraction", "n_layer", "n_head", "n_embd", "block_size")
+# what a resumed run must keep: it fixes the model, the tokens, or the evaluation batches
+_FROZEN = ("tokenizer", "val_fraction", "seed")
+_FROZEN_MODEL = ("n_layer", "n_head", "n_embd", "block_size", "bias", "n_inner", "tie_weights", "layer_norm_eps")
+
+
+def _char_model() -> GPTConfig:
+    """nanoGPT's CPU model for character-level Shakespeare; vocab_size is set from the tokenizer."""
+    return GPTConfig(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0)
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs. Defaults: nanoGPT's CPU run on character-level Shakespeare."""
+    """Everything a training run needs. Defaults: nanoGPT's CPU run on character-level Shakespeare.
 
-    data: str = ""  # UTF-8 text file
-    out: str = "out"  # output folder (checkpoint, metrics.json)
-    tokenizer: str = "char"  # "char" or "gpt2"
+    Fields are named like their flags (``lr`` is ``--lr``). ``model.vocab_size`` is replaced by the
+    tokenizer's at the start of training. With ``init_from`` the model is that GPT-2 (a hub name or a
+    local Hugging Face folder): only ``model.block_size`` (at most its own: the position embeddings are
+    cropped) and ``model.dropout`` are taken from ``model``; a resumed run takes its weights from its checkpoint.
+    """
+
+    data: str = SHAKESPEARE  # "shakespeare" (shipped) or a UTF-8 text file; kept as an absolute path
+    out: str = "out/shakespeare"  # the run folder (checkpoints, metrics.json)
+    tokenizer: str | None = None  # "char" or "gpt2"; None: "gpt2" with init_from, else "char"
     val_fraction: float = 0.1  # last fraction of the tokens held out for validation
-    # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64  # context length T
-    dropout: float = 0.0
+    model: GPTConfig = field(default_factory=_char_model)
+    init_from: str | None = None  # fine-tune GPT-2: "gpt2", "gpt2-medium", ... or a Hugging Face folder
     # optimisation
     batch_size: int = 12  # B
     max_iters: int = 2000
     lr: float = 1e-3  # peak learning rate, reached after warmup
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_iters: int = 100
+    warmup_iters: int | None = None  # None: min(100, decay_iters // 10)
     lr_decay_iters: int | None = None  # iteration where the cosine reaches min_lr; None: max_iters
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -91,49 +103,93 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20  # batches per split at each evaluation
     final_eval_iters: int | None = None  # batches per split at the last evaluation; None: eval_iters
-    seed: int = 1337  # model init, batches, dropout
+    save_best: bool = False  # also keep the checkpoint of the lowest val loss (best.json)
+    seed: int = 1337  # model init, batches, dropout, evaluation batches
     resume: bool = False  # continue the run saved in `out`
-    progress: bool = True  # tqdm progress bar on stderr
+    overwrite: bool = False  # replace the run (or other files) in `out`
+    progress: bool = True  # tqdm progress bars on stderr (when it is a terminal)
     checkpoint_blocks: bool = False  # activation checkpointing: rerun each block's forward in backward (less memory)
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "eval_interval", "eval_iters"):
-            _check(name, getattr(self, name), int, lambda v: v >= 1, ">= 1")
-        for name in ("max_iters", "warmup_iters"):
-            _check(name, getattr(self, name), int, lambda v: v >= 0, ">= 0")
-        for name in ("lr_decay_iters", "final_eval_iters"):
-            if getattr(self, name) is not None:
-                _check(name, getattr(self, name), int, lambda v: v >= 1, ">= 1 (or None)")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            _check(name, getattr(self, name), float, lambda v: v >= 0.0, ">= 0")
-        for name in ("beta1", "beta2", "dropout"):
-            _check(name, getattr(self, name), float, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        _check("val_fraction", self.val_fraction, float, lambda v: 0.0 < v < 1.0, "in (0, 1)")
-        _check("seed", self.seed, int, lambda v: v >= 0, ">= 0")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not isinstance(self.model, GPTConfig):
+            raise UsageError(f"TrainConfig.model must be a GPTConfig, got {type(self.model).__name__}")
+        for name in ("data", "out"):
+            if not isinstance(getattr(self, name), (str, os.PathLike)) or not os.fspath(getattr(self, name)):
+                raise UsageError(f"{_flag(name)} must be a non-empty path, got {getattr(self, name)!r}")
+        self.data, self.out = data_source(self.data), os.fspath(self.out)
+        if self.tokenizer is None:
+            self.tokenizer = "gpt2" if self.init_from is not None else "char"
         if self.tokenizer not in ("char", "gpt2"):
-            raise ValueError(f"tokenizer must be 'char' or 'gpt2', got {self.tokenizer!r}")
-        if self.warmup_iters > self.decay_iters:
-            raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed lr_decay_iters "
-                             f"({self.decay_iters})")
+            raise UsageError(f"--tokenizer must be 'char' or 'gpt2', got {self.tokenizer!r}")
+        if self.init_from is not None:
+            if not isinstance(self.init_from, (str, os.PathLike)) or not os.fspath(self.init_from):
+                raise UsageError(f"--init-from must name a GPT-2 model or folder, got {self.init_from!r}")
+            self.init_from = os.fspath(self.init_from)
+            if self.tokenizer != "gpt2":
+                raise UsageError(f"--init-from {self.init_from} is a GPT-2 model: it needs --tokenizer gpt2, "
+                                 f"got --tokenizer {self.tokenizer}")
+        for name in ("batch_size", "eval_interval", "eval_iters"):
+            _check(name, int, lambda v: v >= 1, ">= 1", getattr(self, name))
+        _check("max_iters", int, lambda v: v >= 0, ">= 0", self.max_iters)
+        _check("seed", int, lambda v: v >= 0, ">= 0", self.seed)
+        for name, low in (("warmup_iters", 0), ("lr_decay_iters", 1), ("final_eval_iters", 1)):
+            if getattr(self, name) is not None:
+                _check(name, int, lambda v: v >= low, f">= {low} (or unset)", getattr(self, name))
+        _check("lr", float, lambda v: v > 0.0, "> 0", self.lr)
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            _check(name, float, lambda v: v >= 0.0, ">= 0", getattr(self, name))
+        for name in ("beta1", "beta2"):
+            _check(name, float, lambda v: 0.0 <= v < 1.0, "in [0, 1)", getattr(self, name))
+        _check("val_fraction", float, lambda v: 0.0 < v < 1.0, "in (0, 1)", self.val_fraction)
+        for name in ("save_best", "resume", "overwrite", "progress", "checkpoint_blocks"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.min_lr > self.lr:
+            raise UsageError(f"--min-lr ({self.min_lr:g}) must not exceed --lr ({self.lr:g})")
+        if self.warmup > self.decay_iters:
+            until = "--lr-decay-iters" if self.lr_decay_iters is not None else "--max-iters"
+            raise UsageError(f"--warmup-iters ({self.warmup}) must not exceed {until} ({self.decay_iters})")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
 
     @property
     def decay_iters(self) -> int:
+        """Iteration where the cosine reaches min_lr: --lr-decay-iters, else --max-iters."""
         return self.max_iters if self.lr_decay_iters is None else self.lr_decay_iters
+
+    @property
+    def warmup(self) -> int:
+        """Warmup iterations: --warmup-iters, else 100 capped at a tenth of the decay (short runs work)."""
+        return min(100, self.decay_iters // 10) if self.warmup_iters is None else self.warmup_iters
 
     def lr_at(self, it: int) -> float:
         """Learning rate of iteration ``it`` (0-based): warmup, cosine to min_lr, then min_lr."""
-        return cosine_with_warmup(it, self.lr, self.min_lr, self.warmup_iters, self.decay_iters)
+        return cosine_with_warmup(it, self.lr, self.min_lr, self.warmup, self.decay_iters)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the model as GPTConfig.to_dict()); inverse of ``from_dict``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or set(d) - names or not isinstance(d.get("model"), dict):
+            got = sorted(set(d) - names) if isinstance(d, dict) else type(d).__name__
+            raise UsageError(f"not a TrainConfig: expected a JSON object with the keys {', '.join(sorted(names))} "
+                             f"(model a GPTConfig object), got {got}")
+        return cls(**{**d, "model": GPTConfig.from_dict(d["model"])})
 
 
-def _check(name: str, value: Any, kind: type, ok, expected: str) -> None:
-    good_type = (isinstance(value, (int, float)) if kind is float else isinstance(value, int))
-    if isinstance(value, bool) or not good_type or not ok(value):
-        raise ValueError(f"TrainConfig.{name} must be {'a number' if kind is float else 'an int'} {expected}, "
-                         f"got {value!r}")
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check(name: str, kind: type, ok, expected: str, value: Any) -> None:
+    """value must be an int (kind int) or a finite number (kind float) for which ok(value) holds."""
+    number = isinstance(value, (int, float)) and (kind is float or isinstance(value, int))
+    if isinstance(value, bool) or not number or not math.isfinite(value) or not ok(value):
+        what = "an integer" if kind is int else "a finite number"
+        raise UsageError(f"{_flag(name)} must be {what} {expected}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,110 +204,332 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict[str, Any]]:
 
 
 @no_grad()
-def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters: int, seed: int) -> dict[str, float]:
-    """Mean loss over ``iters`` batches of each split, dropout off; batches from ``default_rng([seed, 2])``."""
+def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters: int, seed: int,
+             progress: bool = False) -> dict[str, float]:
+    """Mean loss over ``iters`` (B, T) batches of each split, dropout off; batches from ``default_rng([seed, 2])``.
+
+    ``progress``: a progress bar on stderr (a terminal) once the pass has taken a second."""
     was_training = model.training
     model.eval()
     rng = np.random.default_rng([seed, 2])  # the same batches at every evaluation
     out = {}
-    for split in ("train", "val"):
-        total = 0.0
-        for _ in range(iters):
-            x, y = data.get_batch(split, batch_size, block_size, rng)
-            total += F.cross_entropy(model(x), y).item()
-        out[f"{split}_loss"] = total / iters
+    with tqdm(total=2 * iters, desc="eval", delay=1.0, leave=False, disable=None if progress else True,
+              dynamic_ncols=True, file=sys.stderr) as bar:
+        for split in ("train", "val"):
+            total = 0.0
+            for _ in range(iters):
+                x, y = data.get_batch(split, batch_size, block_size, rng)
+                total += F.cross_entropy(model(x), y).item()
+                bar.update(1)
+            out[f"{split}_loss"] = total / iters
     model.train(was_training)
     return out
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or, with ``cfg.resume``, continue) training; return the metrics also written to metrics.json."""
+def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) -> dict[str, Any]:
+    """Run (or, with ``cfg.resume``, continue) training; return the metrics also written to metrics.json.
+
+    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``)."""
     t_start = time.perf_counter()
     out = Path(cfg.out)
-    state = load_train_state(out) if cfg.resume else None
-    if state is not None:
-        _check_resumable(cfg, TrainConfig(**state["config"]))
-    tokenizer = state["tokenizer"] if state is not None else cfg.tokenizer
-    data = TextData.from_file(cfg.data, tokenizer, cfg.val_fraction)
-    data.check_block_size(cfg.block_size)
-
-    model_config = GPTConfig(vocab_size=data.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout)
-    model = GPT(model_config, seed=cfg.seed, dtype=np.float32)
-    model.checkpoint_blocks = cfg.checkpoint_blocks
+    ckpt = (resume_from or load_run(out)) if cfg.resume else None
+    if ckpt is None:
+        _prepare_out(out, cfg.overwrite)
+    else:
+        _check_resumable(cfg, ckpt)
+    data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    model = _build_model(cfg, data.vocab_size, ckpt)
+    data.check_block_size(model.config.block_size)
+    T = model.config.block_size
+    run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     rng = np.random.default_rng(cfg.seed)  # training batches
-    it, losses, evals, seconds = 0, [], [], 0.0
-    if state is not None:
-        _restore(out, state, model, optimizer, rng)
-        it, losses, evals, seconds = state["iter"], state["losses"], state["evals"], state["seconds"]
+    it, losses, evals, best, seconds = 0, [], [], None, 0.0
+    if ckpt is not None:
+        ckpt.load_optimizer(optimizer)
+        _set_rng_states(model, rng, ckpt.state["rng"])
+        s = ckpt.state
+        it, losses, evals, best, seconds = s["iter"], s["losses"], s["evals"], s["best"], s["seconds"]
         for group, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # hyperparameters from cfg
             group.update(weight_decay=wd, betas=(cfg.beta1, cfg.beta2))
-    out.mkdir(parents=True, exist_ok=True)
+        if it > cfg.max_iters:
+            raise UsageError(f"--max-iters {cfg.max_iters} is below the run's iteration {it}: give --max-iters "
+                             f">= {it} to continue it")
+    _summary(cfg, data, model, it, ckpt)
+    saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
 
-    def evaluate_and_save(n_batches: int) -> dict[str, float]:
-        result = {"iter": it, **evaluate(model, data, cfg.batch_size, cfg.block_size, n_batches, cfg.seed)}
+    def save(best_now: bool = False) -> None:
+        nonlocal saved_at
+        state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
+                 "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
+                 "rng": _rng_states(model, rng)}
+        checkpoint.save(out, model, optimizer, state, best=best_now)
+        saved_at = it
+
+    def diverged(at: int, what: str) -> RunFailed:
+        last = (f"the last good checkpoint (iteration {saved_at}) is in {out}" if saved_at is not None
+                else "no checkpoint was saved")
+        return RunFailed(f"training diverged at iteration {at}: {what}; {last} (try a lower --lr or more "
+                         f"--warmup-iters)")
+
+    def run_eval(n_batches: int) -> dict[str, float]:
+        result = {"iter": it, **evaluate(model, data, cfg.batch_size, T, n_batches, cfg.seed, cfg.progress)}
+        bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(result[k])]
+        if bad:
+            raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
         evals.append(result)
-        tqdm.write(f"iter {it}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}",
-                   file=sys.stderr)
-        train_state = {"iter": it, "config": dataclasses.asdict(cfg), "losses": losses, "evals": evals,
-                       "seconds": seconds + time.perf_counter() - t_start, "rng": _rng_states(model, rng)}
-        save_checkpoint(out, model, optimizer, data.tokenizer_spec(), train_state)
+        _say(f"iter {it}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
+        return result
+
+    def eval_and_save(n_batches: int) -> dict[str, float]:
+        nonlocal best
+        result = run_eval(n_batches)
+        is_best = cfg.save_best and (best is None or result["val_loss"] < best["val_loss"])
+        if is_best:
+            best = {"iter": it, "val_loss": result["val_loss"]}
+        save(is_best)
         return result
 
     model.train()
     params = model.parameters()
-    tokens_per_iter = cfg.batch_size * cfg.block_size
+    tokens_per_iter = cfg.batch_size * T
     start_iter, train_seconds = it, 0.0
-    bar = tqdm(total=cfg.max_iters, initial=it, disable=not cfg.progress, desc="train", dynamic_ncols=True)
-    while it < cfg.max_iters:
-        t0 = time.perf_counter()
-        lr = cfg.lr_at(it)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = data.get_batch("train", cfg.batch_size, cfg.block_size, rng)  # (B, T), (B, T)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        if cfg.grad_clip > 0.0:
-            clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        losses.append(loss.item())
-        if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"training diverged: loss is {losses[-1]} at iteration {it} (lr {lr:.3g}); "
-                                     "try a lower lr or more warmup")
-        it += 1
-        train_seconds += time.perf_counter() - t0
-        tok_s = (it - start_iter) * tokens_per_iter / train_seconds
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
-        bar.update(1)
-        if it % cfg.eval_interval == 0 and it < cfg.max_iters:
-            evaluate_and_save(cfg.eval_iters)
-    bar.close()
-    if it == start_iter and evals and evals[-1]["iter"] == it:
-        last = evals[-1]  # resumed a finished run: nothing new to evaluate
-    else:
-        last = evaluate_and_save(cfg.final_eval_iters or cfg.eval_iters)  # the last evaluation always runs
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0.0 else math.inf  # inf: measure the norm, clip nothing
+    rng_at_it = _rng_states(model, rng)  # the generators as they are at iteration `it`
+    stepping = False  # inside optimizer.step(): the parameters are half updated
+    bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress else True, desc="train",
+               dynamic_ncols=True, file=sys.stderr)
+    try:
+        with _CtrlC() as ctrl_c, _no_overflow_warnings():
+            if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
+                if it == 0:
+                    run_eval(cfg.eval_iters)  # the loss at initialisation, before any step
+                elif it % cfg.eval_interval == 0:
+                    eval_and_save(cfg.eval_iters)  # the one Ctrl-C cut short
+            while it < cfg.max_iters:
+                with ctrl_c.deferred():  # Ctrl-C lands after the step, so a checkpoint is a whole step
+                    t0 = time.perf_counter()
+                    lr = cfg.lr_at(it)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    x, y = data.get_batch("train", cfg.batch_size, T, rng)  # (B, T), (B, T)
+                    loss = F.cross_entropy(model(x), y)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    norm = clip_grad_norm_(params, max_norm)  # before clipping
+                    if not (math.isfinite(loss.item()) and math.isfinite(norm)):  # before the step: weights intact
+                        raise diverged(it + 1, f"loss is {loss.item()}, gradient norm {norm} (lr {lr:.3g})")
+                    stepping = True
+                    optimizer.step()
+                    losses.append(loss.item())
+                    it += 1
+                    stepping = False
+                    rng_at_it = _rng_states(model, rng)
+                    train_seconds += time.perf_counter() - t0
+                tok_s = (it - start_iter) * tokens_per_iter / train_seconds
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
+                bar.update(1)
+                if it % cfg.eval_interval == 0 and it < cfg.max_iters:
+                    eval_and_save(cfg.eval_iters)
+            bar.close()
+            if evals and evals[-1]["iter"] == it and saved_at == it:
+                last = evals[-1]  # resumed a finished run: nothing new to evaluate
+            else:
+                last = eval_and_save(cfg.final_eval_iters or cfg.eval_iters)  # the last evaluation always runs
+    except KeyboardInterrupt:
+        bar.close()
+        if stepping:  # only when KeyboardInterrupt is raised without SIGINT (another thread, a test)
+            where = f"iteration {saved_at} in {out}" if saved_at is not None else "none"
+            _say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
+            raise
+        _set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
+        if saved_at != it:
+            save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
+        _say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
+        raise
+    finally:
+        bar.close()
     done = it - start_iter
     metrics = {"iters": it, "train_loss": last["train_loss"], "val_loss": last["val_loss"],
                "seconds": seconds + time.perf_counter() - t_start,
                "tokens_per_second": done * tokens_per_iter / train_seconds if done else 0.0,
-               "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(),
-               "evals": evals, "losses": losses, "config": dataclasses.asdict(cfg)}
-    atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=1)))
+               "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
+               "evals": evals, "losses": losses, "config": run_cfg.to_dict()}
+    text = json.dumps(metrics, indent=1)
+    atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
     return metrics
 
 
-def _check_resumable(cfg: TrainConfig, saved: TrainConfig) -> None:
-    changed = [f"{k}: checkpoint {getattr(saved, k)!r}, now {getattr(cfg, k)!r}"
-               for k in _FROZEN_ON_RESUME if getattr(cfg, k) != getattr(saved, k)]
+def _say(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)  # stderr, above any progress bar
+
+
+def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt) -> None:
+    """The start-up lines: data, model, batch and schedule, and where the run starts from."""
+    c, tok = model.config, data.tokenizer
+    source = "shakespeare (shipped Tiny Shakespeare)" if cfg.data == SHAKESPEARE else cfg.data
+    _say(f"data: {source}: {len(data.train):,} train + {len(data.val):,} val tokens, "
+         f"{cfg.tokenizer} tokenizer, vocabulary {tok.n_vocab:,}")
+    _say(f"model: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block size {c.block_size}, "
+         f"dropout {c.dropout:g}{'' if c.bias else ', no bias'}: {model.num_parameters():,} parameters, "
+         f"{model.transformer.wte.weight.dtype} on the CPU (NumPy)")
+    _say(f"batch: {cfg.batch_size} x {c.block_size} = {cfg.batch_size * c.block_size:,} tokens per iteration; "
+         f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
+         f"{cfg.decay_iters})")
+    if ckpt is not None:
+        _say(f"resuming from iter {it} ({ckpt.path})")
+    elif cfg.init_from is not None:
+        _say(f"fine-tuning {cfg.init_from}")
+    _say(f"run: {cfg.out}")
+
+
+def _build_model(cfg: TrainConfig, vocab_size: int, ckpt) -> GPT:
+    """The model to train (train mode, float32): the checkpoint's, GPT-2's (cropped), or a new one."""
+    if ckpt is not None:
+        model = ckpt.model(dtype=np.float32)
+        if model.config.dropout != cfg.model.dropout:  # the one model setting a resumed run may change
+            model = _copy_into(GPT(dataclasses.replace(model.config, dropout=cfg.model.dropout), dtype=np.float32),
+                               model)
+    elif cfg.init_from is not None:
+        model = _from_pretrained(cfg, vocab_size)
+    else:
+        model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size), seed=cfg.seed, dtype=np.float32)
+    model.checkpoint_blocks = cfg.checkpoint_blocks
+    return model.train()
+
+
+def _from_pretrained(cfg: TrainConfig, vocab_size: int) -> GPT:
+    """GPT-2's weights (cfg.init_from) in a model with cfg's block size (the first positions) and dropout."""
+    src = GPT.from_pretrained(cfg.init_from, dtype=np.float32)
+    T = cfg.model.block_size
+    if T > src.config.block_size:
+        raise UsageError(f"--block-size {T} exceeds the {src.config.block_size} positions of --init-from "
+                         f"{cfg.init_from}; give --block-size {src.config.block_size} or less")
+    if src.config.vocab_size != vocab_size:
+        raise UsageError(f"--init-from {cfg.init_from} has a vocabulary of {src.config.vocab_size} tokens; the "
+                         f"{cfg.tokenizer} tokenizer it is trained with has {vocab_size}")
+    config = dataclasses.replace(src.config, block_size=T, dropout=cfg.model.dropout)
+    return _copy_into(GPT(config, seed=cfg.seed, dtype=np.float32), src)
+
+
+def _copy_into(model: GPT, src: GPT) -> GPT:
+    """model's parameters := src's (position embeddings: the first block_size rows)."""
+    theirs = dict(src.named_parameters())
+    for name, p in model.named_parameters():
+        p.data[...] = theirs[name].data[:p.shape[0]] if name == "transformer.wpe.weight" else theirs[name].data
+    return model
+
+
+# ------------------------------------------------------------------------------------------------
+# the run folder
+
+
+def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
+    """The latest checkpoint of the run in ``out`` (for --resume); a UsageError naming --out if there is none."""
+    out = Path(out)
+    if not checkpoint.is_run(out):
+        why = "does not exist" if not out.exists() else "holds no training run (no latest.json)"
+        raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
+    ckpt = checkpoint.load(out)
+    keys = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}
+    if set(ckpt.state) != keys:
+        raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
+                                         f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
+    return ckpt
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Make --out a writable folder for a new run: refuse a file, an existing run (unless overwrite), other files."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a folder for the run (a new or empty one)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # can we write there?
+            pass
+    except (FileExistsError, NotADirectoryError):
+        under = next((p for p in out.parents if p.exists() and not p.is_dir()), out.parent)
+        raise UsageError(f"--out {out}: {under} is a file, so no folder can be made under it") from None
+    except OSError as e:
+        raise UsageError(f"--out {out} cannot be written: {e.strerror or e}") from None
+    if checkpoint.is_run(out):
+        if not overwrite:
+            raise UsageError(f"--out {out} already holds a training run; give --resume to continue it, --overwrite "
+                             f"to replace it, or another --out")
+        _remove_run(out)
+    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-"))
+    if others and not overwrite:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise UsageError(f"--out {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "
+                         f"or --overwrite to write the run among those files")
+
+
+_RUN_FILES = re.compile(r"(latest|best|metrics)\.json|ckpt-\d+-[0-9a-f]+|\.tmp-.*")
+
+
+def _remove_run(out: Path) -> None:
+    """Delete a run's own files (pointers, ckpt-* folders, metrics.json, leftovers); anything else stays."""
+    for name in sorted(os.listdir(out), key=lambda n: not n.endswith(".json")):  # pointers first
+        path = out / name
+        if _RUN_FILES.fullmatch(name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _check_resumable(cfg: TrainConfig, ckpt: checkpoint.Checkpoint) -> None:
+    saved = TrainConfig.from_dict(ckpt.state["config"])
+    changed = [f"{_flag(k)}: the run has {getattr(saved, k)!r}, now {getattr(cfg, k)!r}"
+               for k in _FROZEN if getattr(cfg, k) != getattr(saved, k)]
+    changed += [f"{_flag(k)}: the run has {getattr(saved.model, k)!r}, now {getattr(cfg.model, k)!r}"
+                for k in _FROZEN_MODEL if getattr(cfg.model, k) != getattr(saved.model, k)]
     if changed:
-        raise ValueError(f"cannot resume the run in {cfg.out!r} with a different model or data split: "
+        raise UsageError(f"cannot resume the run in {cfg.out} with a different model, data split or seed: "
                          + "; ".join(changed))
 
 
 # ------------------------------------------------------------------------------------------------
-# RNG states (training batches, and dropout's generators if the model keeps any)
+# Ctrl-C, NumPy's warnings, and the RNG states (training batches, and dropout's generators if the model keeps any)
+
+
+class _CtrlC:
+    """Within ``deferred()`` a Ctrl-C (SIGINT) takes effect at the block's end; elsewhere at once.
+
+    Installed only in the main thread and over Python's default handler; otherwise Ctrl-C is untouched."""
+
+    def __init__(self) -> None:
+        self.deferring, self.pending, self.previous = False, False, None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        if not self.deferring:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def deferred(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _no_overflow_warnings():
+    """Overflow and nan end the run with an error (checked each step): no NumPy warnings on the way, in any thread."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+        yield
 
 
 def _dropout_rngs(model: GPT) -> dict[str, np.random.Generator]:
@@ -274,93 +552,7 @@ def _set_rng_states(model: GPT, rng: np.random.Generator, states: dict[str, Any]
     rng.bit_generator.state = states["batches"]
     own = _dropout_rngs(model)
     if set(own) != set(states["dropout"]):
-        raise ValueError(f"checkpoint has dropout generators {sorted(states['dropout'])}, the model "
-                         f"{sorted(own)}")
+        raise checkpoint.CheckpointError(f"the checkpoint has dropout generators {sorted(states['dropout'])}, the "
+                                         f"model {sorted(own)}")
     for name, g in own.items():
         g.bit_generator.state = states["dropout"][name]
-
-
-# ------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def save_optimizer(optimizer: AdamW, path: str | os.PathLike) -> None:
-    """Optimizer state as safetensors: arrays ``state.{i}.{key}``; groups and scalars as JSON metadata."""
-    sd = optimizer.state_dict()
-    arrays, scalars = {}, {}
-    for i, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, np.ndarray):
-                arrays[f"state.{i}.{k}"] = v
-            else:
-                scalars.setdefault(str(i), {})[k] = v
-    save_file(arrays, path, metadata={"param_groups": json.dumps(sd["param_groups"]), "scalars": json.dumps(scalars)})
-
-
-def load_optimizer(optimizer: AdamW, path: str | os.PathLike) -> None:
-    """Inverse of ``save_optimizer``."""
-    from safetensors import safe_open
-
-    with safe_open(os.fspath(path), framework="numpy") as f:
-        meta = f.metadata() or {}
-    if "param_groups" not in meta or "scalars" not in meta:
-        raise ValueError(f"{path} is not an optimizer checkpoint (no param_groups/scalars metadata)")
-    groups = json.loads(meta["param_groups"])
-    for g in groups:
-        g["betas"] = tuple(g["betas"])
-    state: dict[int, dict[str, Any]] = {int(i): dict(s) for i, s in json.loads(meta["scalars"]).items()}
-    for key, arr in load_file(path).items():
-        _, i, k = key.split(".", 2)
-        state.setdefault(int(i), {})[k] = arr
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(out: Path, model: GPT, optimizer: AdamW, tokenizer_spec: dict, train_state: dict) -> None:
-    """Write the whole checkpoint into ``out/.tmp-*``, then move each file into ``out``, state last.
-
-    A failure while writing leaves the previous checkpoint untouched; ``train_state.json`` records the
-    sha256 of the other files, so a checkpoint whose files come from different saves is detected.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
-    try:
-        model.save_pretrained(tmp)
-        save_optimizer(optimizer, tmp / OPTIMIZER_FILE)
-        (tmp / TOKENIZER_FILE).write_text(json.dumps(tokenizer_spec))
-        names = sorted(p.name for p in tmp.iterdir())
-        state = dict(train_state, files={name: _sha256(tmp / name) for name in names})
-        (tmp / STATE_FILE).write_text(json.dumps(state))
-        for name in names + [STATE_FILE]:
-            os.chmod(tmp / name, file_mode())
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_train_state(out: str | os.PathLike) -> dict[str, Any]:
-    """The training state saved in ``out`` plus its tokenizer spec, after checking the files belong together."""
-    out = Path(out)
-    path = out / STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"cannot resume: {path} does not exist (no checkpoint in {str(out)!r})")
-    state = json.loads(path.read_text())
-    for name, digest in state["files"].items():
-        if not (out / name).exists() or _sha256(out / name) != digest:
-            raise ValueError(f"checkpoint in {str(out)!r} is inconsistent: {name} is missing or was not written "
-                             f"by the same save as {STATE_FILE}")
-    state["tokenizer"] = json.loads((out / TOKENIZER_FILE).read_text())
-    return state
-
-
-def _restore(out: Path, state: dict, model: GPT, optimizer: AdamW, rng: np.random.Generator) -> None:
-    saved = GPT.from_pretrained(out, dtype=np.float32)
-    model.load_state_dict(saved.state_dict())
-    load_optimizer(optimizer, out / OPTIMIZER_FILE)
-    _set_rng_states(model, rng, state["rng"])

@@ -1,70 +1,90 @@
-"""`python -m gpt train`: train a GPT on a UTF-8 text file (see gpt/train.py for the loop).
+"""`python -m gpt train`: train a GPT on a text (see gpt/train.py for the loop).
 
-Example (nanoGPT's CPU run on character-level Shakespeare: val loss about 1.90 after 2000 iters):
+Examples:
 
-    python -m gpt train --data input.txt --tokenizer char --n-layer 4 --n-head 4 --n-embd 128 \\
-        --block-size 64 --batch-size 12 --max-iters 2000 --lr 1e-3 --min-lr 1e-4 --warmup-iters 100 \\
-        --eval-interval 250 --eval-iters 20 --dropout 0.0 --seed 1337 --out out-shakespeare
+    python -m gpt train                                  # char-level Tiny Shakespeare (shipped), out/shakespeare
+    python -m gpt train --max-iters 30 --out /tmp/quick  # a quick look: warmup and decay follow --max-iters
+    python -m gpt train --resume --out out/shakespeare   # continue a run (after Ctrl-C, or with more --max-iters)
+    python -m gpt train --data input.txt --tokenizer gpt2 --out out/mine
+    python -m gpt train --init-from gpt2 --block-size 128 --lr 3e-5 --max-iters 200 --out out/ft   # fine-tune
 
-The output folder gets the model (config.json + model.safetensors, Hugging Face layout), the
-optimizer state, the tokenizer spec and the training state at every evaluation, and metrics.json
-at the end. `--resume` continues the run in --out: options not given on the command line keep the
-values the run was started with.
+The defaults are nanoGPT's CPU run on character-level Shakespeare (val loss about 1.90 after 2000
+iterations). The run folder (--out) gets a checkpoint at every evaluation (the model, the optimizer,
+the training state; the previous one is replaced only once the new one is complete), and
+metrics.json at the end. Ctrl-C saves a checkpoint and stops (exit status 130); `--resume` continues
+the run: options not given on the command line keep the values the run was started with.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
+import re
 
-# (flag, TrainConfig field, help); the type and default come from the TrainConfig field
+# (flag, TrainConfig field, type, help); the defaults shown come from TrainConfig()
 _OPTIONS = [
-    ("--data", "data", "UTF-8 text file to train on (required unless --resume)"),
-    ("--out", "out", "output folder for checkpoints and metrics.json"),
-    ("--tokenizer", "tokenizer", "'char' (vocabulary = the file's characters) or 'gpt2' (BPE, 50257 tokens)"),
-    ("--val-fraction", "val_fraction", "fraction of the tokens, at the end of the file, held out for validation"),
-    ("--n-layer", "n_layer", "transformer blocks"),
-    ("--n-head", "n_head", "attention heads per block"),
-    ("--n-embd", "n_embd", "embedding width (divisible by --n-head)"),
-    ("--block-size", "block_size", "context length in tokens"),
-    ("--dropout", "dropout", "dropout probability during training (off in evaluation)"),
-    ("--batch-size", "batch_size", "sequences per iteration"),
-    ("--max-iters", "max_iters", "training iterations (optimizer steps)"),
-    ("--lr", "lr", "peak learning rate, reached after the warmup"),
-    ("--min-lr", "min_lr", "final learning rate of the cosine decay"),
-    ("--warmup-iters", "warmup_iters", "iterations of linear learning-rate warmup"),
-    ("--lr-decay-iters", "lr_decay_iters", "iteration at which the cosine reaches --min-lr (default: --max-iters)"),
-    ("--weight-decay", "weight_decay", "AdamW weight decay of the matrices (not of biases and LayerNorms)"),
-    ("--beta1", "beta1", "AdamW beta1"),
-    ("--beta2", "beta2", "AdamW beta2"),
-    ("--grad-clip", "grad_clip", "clip the global gradient norm to this (0: no clipping)"),
-    ("--eval-interval", "eval_interval", "evaluate and checkpoint every this many iterations (and at the end)"),
-    ("--eval-iters", "eval_iters", "batches per split at each evaluation"),
-    ("--final-eval-iters", "final_eval_iters", "batches per split at the last evaluation (default: --eval-iters)"),
-    ("--seed", "seed", "seed of the weight init, the batches and dropout"),
+    ("--data", "data", str, "'shakespeare' (Tiny Shakespeare, shipped with the package) or a UTF-8 text file"),
+    ("--out", "out", str, "the run folder: checkpoints and metrics.json"),
+    ("--tokenizer", "tokenizer", str, "'char' (vocabulary = the text's characters) or 'gpt2' (BPE, 50257 tokens) "
+                                      "(default: char; gpt2 with --init-from)"),
+    ("--val-fraction", "val_fraction", float, "fraction of the tokens, at the end of the text, held out for "
+                                              "validation"),
+    ("--init-from", "init_from", str, "fine-tune GPT-2's weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (fetched "
+                                      "with huggingface_hub) or a Hugging Face folder; the model's shape is its own"),
+    ("--batch-size", "batch_size", int, "sequences per iteration"),
+    ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
+    ("--lr", "lr", float, "peak learning rate, reached after the warmup"),
+    ("--min-lr", "min_lr", float, "final learning rate of the cosine decay"),
+    ("--warmup-iters", "warmup_iters", int, "iterations of linear learning-rate warmup (default: 100, or a tenth "
+                                            "of --max-iters (of --lr-decay-iters if given) if that is less)"),
+    ("--lr-decay-iters", "lr_decay_iters", int, "iteration at which the cosine reaches --min-lr "
+                                                "(default: --max-iters)"),
+    ("--weight-decay", "weight_decay", float, "AdamW weight decay of the matrices (not of biases and LayerNorms)"),
+    ("--beta1", "beta1", float, "AdamW beta1"),
+    ("--beta2", "beta2", float, "AdamW beta2"),
+    ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: no clipping)"),
+    ("--eval-interval", "eval_interval", int, "evaluate and checkpoint every this many iterations (and at the end)"),
+    ("--eval-iters", "eval_iters", int, "batches per split at each evaluation"),
+    ("--final-eval-iters", "final_eval_iters", int, "batches per split at the last evaluation (default: --eval-iters)"),
+    ("--seed", "seed", int, "seed of the weight init, the batches, dropout and the evaluation batches"),
 ]
-
-_METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}"}
+# GPTConfig fields (TrainConfig.model) the flags set
+_MODEL_OPTIONS = [
+    ("--n-layer", "n_layer", int, "transformer blocks"),
+    ("--n-head", "n_head", int, "attention heads per block"),
+    ("--n-embd", "n_embd", int, "embedding width (divisible by --n-head)"),
+    ("--block-size", "block_size", int, "context length in tokens (with --init-from: at most the model's, whose "
+                                        "position embeddings are cropped to it)"),
+    ("--dropout", "dropout", float, "dropout probability during training (off in evaluation)"),
+]
+_SHAPE = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from's model
+_METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL"}
+_INVOCATION = ("resume", "overwrite", "progress")  # per command, never taken from a resumed run
 
 
 def register(subparsers) -> None:
     from ..train import TrainConfig  # the defaults shown in --help are TrainConfig's
 
     defaults = TrainConfig()
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    p = subparsers.add_parser("train", help="train a GPT on a text file", description=__doc__,
+    p = subparsers.add_parser("train", help="train a GPT on a text (Tiny Shakespeare by default)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flag, name, text in _OPTIONS:
-        kind = fields[name].type.split(" | ")[0]  # "int", "float", "str" or "int | None"
-        default = getattr(defaults, name)
-        shown = "" if default is None or name == "data" else f" (default: {default})"
-        # SUPPRESS: only options given on the command line appear in args (for --resume)
-        p.add_argument(flag, dest=name, type={"int": int, "float": float}.get(kind, str), metavar=_METAVARS.get(name, kind.upper()),
-                       default=argparse.SUPPRESS, help=text + shown)
+    # SUPPRESS: only options given on the command line appear in args (for --resume)
+    for group, options, source in (("run", _OPTIONS, defaults), ("model", _MODEL_OPTIONS, defaults.model)):
+        g = p.add_argument_group(group)
+        for flag, name, kind, text in options:
+            default = getattr(source, name)
+            shown = "" if default is None or "(default:" in text else f" (default: {default})"
+            g.add_argument(flag, dest=name, type=kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
+                           default=argparse.SUPPRESS, help=text + shown)
+        if group == "model":
+            g.add_argument("--bias", dest="bias", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"biases in the Linear and LayerNorm layers (default: {defaults.model.bias})")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                   help="no progress bar (evaluations are still printed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (or write among the files a non-empty --out holds)")
+    p.add_argument("--save-best", dest="save_best", action="store_true", default=argparse.SUPPRESS,
+                   help="also keep the checkpoint with the lowest val loss (best.json in --out)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (evaluations are still printed)")
     p.add_argument("--checkpoint-blocks", dest="checkpoint_blocks", action="store_true", default=argparse.SUPPRESS,
                    help="activation checkpointing: keep only each block's output and rerun the block in backward "
                         "(about 1/3 less peak memory for GPT-2 at T=512, about 1.3x the step time; same gradients)")
@@ -72,26 +92,42 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import STATE_FILE, TrainConfig, train
+    from ..errors import UsageError
+    from ..train import TrainConfig, load_run, train
 
-    given = {k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    try:
-        if args.resume:
-            out = given.get("out", TrainConfig.out)
-            try:
-                with open(f"{out}/{STATE_FILE}") as f:
-                    saved = json.load(f)["config"]
-            except FileNotFoundError:
-                raise FileNotFoundError(f"--resume: no checkpoint in {out!r} ({STATE_FILE} not found)") from None
-            cfg = TrainConfig(**{**saved, **given, "resume": True})
-        else:
-            if "data" not in given:
-                raise ValueError("--data FILE is required (or --resume to continue a run)")
-            cfg = TrainConfig(**given)
-        metrics = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_names = {name for _, name, _, _ in _MODEL_OPTIONS} | {"bias"}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    model_given = {k: v for k, v in vars(args).items() if k in model_names}
+    if args.resume and "init_from" in given:
+        raise UsageError("--init-from starts a new run from GPT-2's weights; --resume continues the run in --out "
+                         "from its own weights: give one of them")
+    if "init_from" in given and set(model_given) & set(_SHAPE):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in model_given if k in _SHAPE)
+        raise UsageError(f"{flags}: the model's shape comes from --init-from {given['init_from']}; only --block-size "
+                         f"and --dropout can be set with it")
+    ckpt, base, start = None, {}, TrainConfig().model  # a new run starts from the defaults
+    if args.resume:  # a resumed one from its own values
+        ckpt = load_run(given.get("out", TrainConfig.out))
+        saved = TrainConfig.from_dict(ckpt.state["config"])
+        base = {f.name: getattr(saved, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _INVOCATION}
+        start = saved.model
+    model = _model_config({**dataclasses.asdict(start), **model_given})
+    cfg = TrainConfig(**{**base, **given, "model": model})
+    metrics = train(cfg, resume_from=ckpt)  # Ctrl-C: train() saves, then gpt.cli.main exits 130
     print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
           f"{metrics['seconds']:.1f} s  {metrics['tokens_per_second']:,.0f} tokens/s  -> {cfg.out}")
     return 0
+
+
+def _model_config(fields: dict):
+    """GPTConfig(**fields); its validation errors name the flags (GPTConfig.n_head -> --n-head)."""
+    from ..config import GPTConfig
+    from ..errors import UsageError
+
+    try:
+        return GPTConfig(**fields)
+    except (ValueError, TypeError) as e:
+        flags = {name: f"--{name.replace('_', '-')}" for _, name, _, _ in _MODEL_OPTIONS}
+        text = re.sub(r"\b(?:GPTConfig\.)?(" + "|".join(flags) + r")\b", lambda m: flags[m[1]], str(e))
+        raise UsageError(text) from None

@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-DATA=${DATA:-../shared/data/tinyshakespeare.txt}
+DATA=${DATA:-shakespeare}  # the text shipped in the package (gpt/assets)
 OUT=${OUT:-$(mktemp -d)/shakespeare-char}
 SEED=${SEED:-1337}
 

@@ -11,6 +11,7 @@ and the wall times compare the engines on a whole training run. `shakespeare_cha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,6 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_step import torch_model  # noqa: E402
-from gpt.config import GPTConfig  # noqa: E402
 from gpt.data import TextData  # noqa: E402
 from gpt.model import GPT  # noqa: E402
 from gpt.train import TrainConfig  # noqa: E402
@@ -32,15 +32,15 @@ def main() -> None:
     import torch.nn.functional as TF
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", default="shakespeare", help="shakespeare (the shipped text, the default) or a path")
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--max-iters", type=int, default=2000)
     ap.add_argument("--final-eval-iters", type=int, default=200)
     args = ap.parse_args()
     cfg = TrainConfig(data=args.data, seed=args.seed, max_iters=args.max_iters)  # the defaults are the reference run
-    data = TextData.from_file(cfg.data, cfg.tokenizer, cfg.val_fraction)
-    mcfg = GPTConfig(vocab_size=data.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                     n_head=cfg.n_head, n_embd=cfg.n_embd)
+    data = TextData.from_file(cfg.data, cfg.tokenizer or "char", cfg.val_fraction)
+    mcfg = dataclasses.replace(cfg.model, vocab_size=data.vocab_size)  # the model gpt.train builds
+    T = mcfg.block_size
     weights = {k: v.copy() for k, v in GPT(mcfg, seed=cfg.seed, dtype=np.float32).state_dict().items()
                if k != "lm_head.weight"}  # tied: the head is wte
     model = torch_model(weights, mcfg)
@@ -56,7 +56,7 @@ def main() -> None:
     @torch.no_grad()
     def evaluate(iters: int) -> dict[str, float]:
         rng = np.random.default_rng([cfg.seed, 2])  # gpt.train.evaluate's batches
-        return {f"{split}_loss": float(np.mean([loss_of(*data.get_batch(split, cfg.batch_size, cfg.block_size, rng)).item()
+        return {f"{split}_loss": float(np.mean([loss_of(*data.get_batch(split, cfg.batch_size, T, rng)).item()
                                                 for _ in range(iters)])) for split in ("train", "val")}
 
     rng = np.random.default_rng(cfg.seed)  # gpt.train's batch generator
@@ -64,7 +64,7 @@ def main() -> None:
     for it in range(cfg.max_iters):
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(it)
-        loss = loss_of(*data.get_batch("train", cfg.batch_size, cfg.block_size, rng))
+        loss = loss_of(*data.get_batch("train", cfg.batch_size, T, rng))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

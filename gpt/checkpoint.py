@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .config import GPTConfig
 from .errors import UsageError
@@ -370,3 +371,43 @@ def _read_optimizer(path: Path) -> dict:
 
 def _one_line(x: Any) -> str:
     return " ".join(str(x).split())
+
+
+# ------------------------------------------------------------------ a run folder
+def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run folder") -> None:
+    """Make `out` a writable folder for a new run: refuse a file, an existing run (unless overwrite: then its
+    files are removed) and a folder of other files (unless overwrite); `name` is how messages call it (--out)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{name} {out} is a file; expected a folder for the run (a new or empty one)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # can we write there?
+            pass
+    except (FileExistsError, NotADirectoryError):
+        under = next((p for p in out.parents if p.exists() and not p.is_dir()), out.parent)
+        raise UsageError(f"{name} {out}: {under} is a file, so no folder can be made under it") from None
+    except OSError as e:
+        raise UsageError(f"{name} {out} cannot be written: {e.strerror or e}") from None
+    if is_run(out):
+        if not overwrite:
+            raise UsageError(f"{name} {out} already holds a training run; give --resume to continue it, --overwrite "
+                             f"to replace it, or another --out")
+        remove_run(out)
+    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-"))
+    if others and not overwrite:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise UsageError(f"{name} {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "
+                         f"or --overwrite to write the run among those files")
+
+
+_RUN_FILES = re.compile(r"(latest|best|metrics)\.json|ckpt-\d+-[0-9a-f]+|\.tmp-.*")
+
+
+def remove_run(out: str | os.PathLike) -> None:
+    """Delete a run's own files (pointers, ckpt-* folders, metrics.json, leftovers); anything else stays."""
+    out = Path(out)
+    for name in sorted(os.listdir(out), key=lambda n: not n.endswith(".json")):  # pointers first
+        path = out / name
+        if _RUN_FILES.fullmatch(name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()

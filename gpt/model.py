@@ -3,7 +3,7 @@
 Shapes: B batch, T sequence length, C = n_embd, H = n_head, D = C // H, V = vocab_size, F = d_ff.
 Parameter names are GPT-2's own (`transformer.h.0.attn.c_attn.weight`, ...), and Linear weights are
 stored (in, out) like GPT-2's Conv1D, so Hugging Face checkpoints load without transposes
-(see gpt/checkpoint.py).
+(see gpt/hf.py).
 """
 from __future__ import annotations
 

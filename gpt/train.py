@@ -30,11 +30,8 @@ import dataclasses
 import json
 import math
 import os
-import re
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -234,7 +231,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     out = Path(cfg.out)
     ckpt = (resume_from or load_run(out)) if cfg.resume else None
     if ckpt is None:
-        _prepare_out(out, cfg.overwrite)
+        checkpoint.prepare_run(out, cfg.overwrite, name="--out")
     else:
         _check_resumable(cfg, ckpt)
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
@@ -436,42 +433,6 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
                                          f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
     return ckpt
-
-
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    """Make --out a writable folder for a new run: refuse a file, an existing run (unless overwrite), other files."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; expected a folder for the run (a new or empty one)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):  # can we write there?
-            pass
-    except (FileExistsError, NotADirectoryError):
-        under = next((p for p in out.parents if p.exists() and not p.is_dir()), out.parent)
-        raise UsageError(f"--out {out}: {under} is a file, so no folder can be made under it") from None
-    except OSError as e:
-        raise UsageError(f"--out {out} cannot be written: {e.strerror or e}") from None
-    if checkpoint.is_run(out):
-        if not overwrite:
-            raise UsageError(f"--out {out} already holds a training run; give --resume to continue it, --overwrite "
-                             f"to replace it, or another --out")
-        _remove_run(out)
-    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-"))
-    if others and not overwrite:
-        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
-        raise UsageError(f"--out {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "
-                         f"or --overwrite to write the run among those files")
-
-
-_RUN_FILES = re.compile(r"(latest|best|metrics)\.json|ckpt-\d+-[0-9a-f]+|\.tmp-.*")
-
-
-def _remove_run(out: Path) -> None:
-    """Delete a run's own files (pointers, ckpt-* folders, metrics.json, leftovers); anything else stays."""
-    for name in sorted(os.listdir(out), key=lambda n: not n.endswith(".json")):  # pointers first
-        path = out / name
-        if _RUN_FILES.fullmatch(name):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _check_resumable(cfg: TrainConfig, ckpt: checkpoint.Checkpoint) -> None:

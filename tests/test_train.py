@@ -660,3 +660,25 @@ def test_init_from_fine_tunes_a_hugging_face_model(text_file, tmp_path, capsys):
     assert main(["train", "--resume", "--init-from", "gpt2", "--out", str(tmp_path / "ft")]) == 2
     assert main(["train", "--init-from", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_finding_7_a_training_state_with_a_missing_or_extra_key_is_an_error_line(text_file, tmp_path, change, capsys):
+    """A state.json that is valid JSON, with a consistent manifest, but not the keys a training state has."""
+    out = tmp_path / "run"
+    train(_cfg(text_file, out, max_iters=4, warmup_iters=1, eval_interval=2))
+    folder = ck.load(out).path
+    state = json.loads((folder / "state.json").read_text())
+    if change == "missing":
+        del state["rng"]
+    else:
+        state["surprise"] = 1
+    data = json.dumps(state).encode()
+    (folder / "state.json").write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text())  # keep the manifest consistent: not a damaged file
+    manifest["files"]["state.json"] = {"sha256": __import__("hashlib").sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code = main(["train", "--resume", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.count("error:") == 1 and "state.json is not a training state" in err and ("rng" in err or "surprise" in err)

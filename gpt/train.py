@@ -50,6 +50,7 @@ from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 from . import checkpoint
 from .config import GPTConfig
 from .data import SHAKESPEARE, TextData, data_source
+from .distributed import World, shard_dropout
 from .errors import RunFailed, UsageError
 from .files import atomic_write
 from .model import GPT
@@ -86,7 +87,9 @@ class TrainConfig:
     model: GPTConfig = field(default_factory=_char_model)
     init_from: str | None = None  # fine-tune GPT-2: "gpt2", "gpt2-medium", ... or a Hugging Face folder
     # optimisation
-    batch_size: int = 12  # B
+    batch_size: int = 12  # B, per rank (mpiexec -n N: the global batch is N * B * grad_accum)
+    grad_accum: int = 1  # K: micro-batches of batch_size per step, their gradients summed (loss scaled by 1/K)
+    dtype: str = "float32"  # of the model and its training: "float32" or "float64"
     max_iters: int = 2000
     lr: float = 1e-3  # peak learning rate, reached after warmup
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
@@ -125,8 +128,10 @@ class TrainConfig:
             if self.tokenizer != "gpt2":
                 raise UsageError(f"--init-from {self.init_from} is a GPT-2 model: it needs --tokenizer gpt2, "
                                  f"got --tokenizer {self.tokenizer}")
-        for name in ("batch_size", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters"):
             _check(name, int, lambda v: v >= 1, ">= 1", getattr(self, name))
+        if self.dtype not in ("float32", "float64"):
+            raise UsageError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         _check("max_iters", int, lambda v: v >= 0, ">= 0", self.max_iters)
         _check("seed", int, lambda v: v >= 0, ">= 0", self.seed)
         for name, low in (("warmup_iters", 0), ("lr_decay_iters", 1), ("final_eval_iters", 1)):
@@ -202,13 +207,16 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict[str, Any]]:
 
 @no_grad()
 def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters: int, seed: int,
-             progress: bool = False) -> dict[str, float]:
+             progress: bool = False, world: World | None = None) -> dict[str, float]:
     """Mean loss over ``iters`` (B, T) batches of each split, dropout off; batches from ``default_rng([seed, 2])``.
 
+    With a `world` of N ranks, B is the global batch: each rank takes its B / N rows of every batch.
     ``progress``: a progress bar on stderr (a terminal) once the pass has taken a second."""
+    world = world or World()
     was_training = model.training
     model.eval()
     rng = np.random.default_rng([seed, 2])  # the same batches at every evaluation
+    rows = slice(world.rank * batch_size // world.size, (world.rank + 1) * batch_size // world.size)
     out = {}
     with tqdm(total=2 * iters, desc="eval", delay=1.0, leave=False, disable=None if progress else True,
               dynamic_ncols=True, file=sys.stderr) as bar:
@@ -216,9 +224,9 @@ def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters
             total = 0.0
             for _ in range(iters):
                 x, y = data.get_batch(split, batch_size, block_size, rng)
-                total += F.cross_entropy(model(x), y).item()
+                total += F.cross_entropy(model(x[rows]), y[rows]).item()
                 bar.update(1)
-            out[f"{split}_loss"] = total / iters
+            out[f"{split}_loss"] = world.mean(total) / iters
     model.train(was_training)
     return out
 
@@ -229,15 +237,18 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``)."""
     t_start = time.perf_counter()
     out = Path(cfg.out)
-    ckpt = (resume_from or load_run(out)) if cfg.resume else None
+    world = World.from_environment()  # one rank, or mpiexec's N: rank 0 alone reads and writes the run folder
+    say = _say if world.is_main else (lambda message: None)  # the other ranks print nothing but errors
+    ckpt = resume_from if resume_from is not None else world.on_main(lambda: load_run(out) if cfg.resume else None)
     if ckpt is None:
-        checkpoint.prepare_run(out, cfg.overwrite, name="--out")
+        world.on_main(lambda: checkpoint.prepare_run(out, cfg.overwrite, name="--out"))
     else:
         _check_resumable(cfg, ckpt)
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
     model = _build_model(cfg, data.vocab_size, ckpt)
     data.check_block_size(model.config.block_size)
-    T = model.config.block_size
+    T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
+    dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
     run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     rng = np.random.default_rng(cfg.seed)  # training batches
@@ -252,7 +263,8 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         if it > cfg.max_iters:
             raise UsageError(f"--max-iters {cfg.max_iters} is below the run's iteration {it}: give --max-iters "
                              f">= {it} to continue it")
-    _summary(cfg, data, model, it, ckpt)
+    if world.is_main:
+        _summary(cfg, data, model, it, ckpt, world)
     saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
 
     def save(best_now: bool = False) -> None:
@@ -260,7 +272,8 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": _rng_states(model, rng)}
-        checkpoint.save(out, model, optimizer, state, best=best_now)
+        if world.is_main:
+            checkpoint.save(out, model, optimizer, state, best=best_now)
         saved_at = it
 
     def diverged(at: int, what: str) -> RunFailed:
@@ -270,12 +283,14 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                          f"--warmup-iters)")
 
     def run_eval(n_batches: int) -> dict[str, float]:
-        result = {"iter": it, **evaluate(model, data, cfg.batch_size, T, n_batches, cfg.seed, cfg.progress)}
+        world.check_replicas(params)  # every rank must still hold the same model
+        result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
+                                         cfg.progress and world.is_main, world)}  # batches of the global size
         bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(result[k])]
         if bad:
             raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
         evals.append(result)
-        _say(f"iter {it}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
+        say(f"iter {it}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
         return result
 
     def eval_and_save(n_batches: int) -> dict[str, float]:
@@ -289,13 +304,13 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
 
     model.train()
     params = model.parameters()
-    tokens_per_iter = cfg.batch_size * T
+    tokens_per_iter = N * K * B * T
     start_iter, train_seconds = it, 0.0
     max_norm = cfg.grad_clip if cfg.grad_clip > 0.0 else math.inf  # inf: measure the norm, clip nothing
     rng_at_it = _rng_states(model, rng)  # the generators as they are at iteration `it`
     stepping = False  # inside optimizer.step(): the parameters are half updated
-    bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress else True, desc="train",
-               dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress and world.is_main else True,
+               desc="train", dynamic_ncols=True, file=sys.stderr)
     try:
         with _CtrlC() as ctrl_c, _no_overflow_warnings():
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
@@ -309,16 +324,13 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     lr = cfg.lr_at(it)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    x, y = data.get_batch("train", cfg.batch_size, T, rng)  # (B, T), (B, T)
-                    loss = F.cross_entropy(model(x), y)
-                    optimizer.zero_grad()
-                    loss.backward()
+                    loss = _gradient(model, data, rng, T, B, K, world, dropout_rngs)  # the mean over N K B rows
                     norm = clip_grad_norm_(params, max_norm)  # before clipping
-                    if not (math.isfinite(loss.item()) and math.isfinite(norm)):  # before the step: weights intact
-                        raise diverged(it + 1, f"loss is {loss.item()}, gradient norm {norm} (lr {lr:.3g})")
+                    if not (math.isfinite(loss) and math.isfinite(norm)):  # before the step: weights intact
+                        raise diverged(it + 1, f"loss is {loss}, gradient norm {norm} (lr {lr:.3g})")
                     stepping = True
                     optimizer.step()
-                    losses.append(loss.item())
+                    losses.append(loss)
                     it += 1
                     stepping = False
                     rng_at_it = _rng_states(model, rng)
@@ -337,12 +349,12 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         bar.close()
         if stepping:  # only when KeyboardInterrupt is raised without SIGINT (another thread, a test)
             where = f"iteration {saved_at} in {out}" if saved_at is not None else "none"
-            _say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
+            say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
             raise
         _set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
             save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
-        _say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
+        say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     finally:
         bar.close()
@@ -351,17 +363,41 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                "seconds": seconds + time.perf_counter() - t_start,
                "tokens_per_second": done * tokens_per_iter / train_seconds if done else 0.0,
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
-               "evals": evals, "losses": losses, "config": run_cfg.to_dict()}
-    text = json.dumps(metrics, indent=1)
-    atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+               "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N,
+               "allreduce_seconds_per_iter": world.allreduce_seconds / done if done else 0.0}
+    if world.is_main:
+        text = json.dumps(metrics, indent=1)
+        atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
     return metrics
+
+
+def _gradient(model: GPT, data: TextData, rng: np.random.Generator, T: int, B: int, K: int, world: World,
+              dropout_rngs: list) -> float:
+    """Fill every parameter's .grad with the gradient of the mean loss over one global batch, and return that
+    loss. The global batch, N ranks x K micro-batches x B rows, is drawn once, alike on every rank; rank r
+    computes micro-batch k on rows part * B, part = k N + r, with loss / K, and the ranks average."""
+    x, y = data.get_batch("train", world.size * K * B, T, rng)  # (N K B, T), (N K B, T)
+    for d in dropout_rngs:
+        d.next_step()
+    model.zero_grad()
+    total = 0.0
+    for k in range(K):
+        part = k * world.size + world.rank
+        for d in dropout_rngs:
+            d.use_part(part)
+        rows = slice(part * B, (part + 1) * B)
+        loss = F.cross_entropy(model(x[rows]), y[rows])
+        (loss / K if K > 1 else loss).backward()  # gradients of the micro-batches add up
+        total += loss.item()
+    world.average_gradients(model.parameters())
+    return world.mean(total / K)
 
 
 def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # stderr, above any progress bar
 
 
-def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt) -> None:
+def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world: World) -> None:
     """The start-up lines: data, model, batch and schedule, and where the run starts from."""
     c, tok = model.config, data.tokenizer
     source = "shakespeare (shipped Tiny Shakespeare)" if cfg.data == SHAKESPEARE else cfg.data
@@ -370,7 +406,10 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt) -> Non
     _say(f"model: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block size {c.block_size}, "
          f"dropout {c.dropout:g}{'' if c.bias else ', no bias'}: {model.num_parameters():,} parameters, "
          f"{model.transformer.wte.weight.dtype} on the CPU (NumPy)")
-    _say(f"batch: {cfg.batch_size} x {c.block_size} = {cfg.batch_size * c.block_size:,} tokens per iteration; "
+    rows = world.size * cfg.grad_accum * cfg.batch_size
+    split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
+             if rows != cfg.batch_size else "")
+    _say(f"batch: {rows}{split} x {c.block_size} = {rows * c.block_size:,} tokens per iteration; "
          f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
          f"{cfg.decay_iters})")
     if ckpt is not None:
@@ -381,23 +420,23 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt) -> Non
 
 
 def _build_model(cfg: TrainConfig, vocab_size: int, ckpt) -> GPT:
-    """The model to train (train mode, float32): the checkpoint's, GPT-2's (cropped), or a new one."""
+    """The model to train (train mode, cfg.dtype): the checkpoint's, GPT-2's (cropped), or a new one."""
     if ckpt is not None:
-        model = ckpt.model(dtype=np.float32)
+        model = ckpt.model(dtype=cfg.dtype)
         if model.config.dropout != cfg.model.dropout:  # the one model setting a resumed run may change
-            model = _copy_into(GPT(dataclasses.replace(model.config, dropout=cfg.model.dropout), dtype=np.float32),
+            model = _copy_into(GPT(dataclasses.replace(model.config, dropout=cfg.model.dropout), dtype=cfg.dtype),
                                model)
     elif cfg.init_from is not None:
         model = _from_pretrained(cfg, vocab_size)
     else:
-        model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size), seed=cfg.seed, dtype=np.float32)
+        model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size), seed=cfg.seed, dtype=cfg.dtype)
     model.checkpoint_blocks = cfg.checkpoint_blocks
     return model.train()
 
 
 def _from_pretrained(cfg: TrainConfig, vocab_size: int) -> GPT:
     """GPT-2's weights (cfg.init_from) in a model with cfg's block size (the first positions) and dropout."""
-    src = GPT.from_pretrained(cfg.init_from, dtype=np.float32)
+    src = GPT.from_pretrained(cfg.init_from, dtype=cfg.dtype)
     T = cfg.model.block_size
     if T > src.config.block_size:
         raise UsageError(f"--block-size {T} exceeds the {src.config.block_size} positions of --init-from "
@@ -406,7 +445,7 @@ def _from_pretrained(cfg: TrainConfig, vocab_size: int) -> GPT:
         raise UsageError(f"--init-from {cfg.init_from} has a vocabulary of {src.config.vocab_size} tokens; the "
                          f"{cfg.tokenizer} tokenizer it is trained with has {vocab_size}")
     config = dataclasses.replace(src.config, block_size=T, dropout=cfg.model.dropout)
-    return _copy_into(GPT(config, seed=cfg.seed, dtype=np.float32), src)
+    return _copy_into(GPT(config, seed=cfg.seed, dtype=cfg.dtype), src)
 
 
 def _copy_into(model: GPT, src: GPT) -> GPT:
@@ -498,6 +537,7 @@ def _dropout_rngs(model: GPT) -> dict[str, np.random.Generator]:
     found, seen = {}, set()
     for name, module in model.named_modules():
         rng = getattr(module, "rng", None)
+        rng = getattr(rng, "generator", rng)  # the generator a ShardedRandom draws from
         if isinstance(rng, np.random.Generator) and id(rng) not in seen:
             seen.add(id(rng))
             found[name] = rng

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UsageError
@@ -49,11 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a bad flag: argparse's "error: ..." line and exit status 2
     import tinygrad_lite.fast
-    tinygrad_lite.fast.tune_process()  # malloc reuse and the optimizer's threads: a program's choice, not an import's
+    ranks_here = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+    # malloc reuse and the optimizer's threads (this process's share of the cores under mpiexec): a program's
+    # choice, not an import's
+    tinygrad_lite.fast.tune_process(max(1, (os.cpu_count() or 1) // ranks_here))
     try:
         return int(args.func(args) or 0)
     except (UsageError, RunFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # quiet: another rank of an MPI run prints it
+            print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -30,7 +30,11 @@ _OPTIONS = [
                                               "validation"),
     ("--init-from", "init_from", str, "fine-tune GPT-2's weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (fetched "
                                       "with huggingface_hub) or a Hugging Face folder; the model's shape is its own"),
-    ("--batch-size", "batch_size", int, "sequences per iteration"),
+    ("--batch-size", "batch_size", int, "sequences per iteration, per rank (under mpiexec -n N the global batch "
+                                        "is N x --batch-size x --grad-accum)"),
+    ("--grad-accum", "grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the "
+                                        "loss scaled by 1/K): the step of a K times larger batch"),
+    ("--dtype", "dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
     ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
     ("--lr", "lr", float, "peak learning rate, reached after the warmup"),
     ("--min-lr", "min_lr", float, "final learning rate of the cosine decay"),
@@ -57,7 +61,7 @@ _MODEL_OPTIONS = [
     ("--dropout", "dropout", float, "dropout probability during training (off in evaluation)"),
 ]
 _SHAPE = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from's model
-_METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL"}
+_METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL", "dtype": "{float32,float64}"}
 _INVOCATION = ("resume", "overwrite", "progress")  # per command, never taken from a resumed run
 
 
@@ -92,6 +96,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import World
     from ..errors import UsageError
     from ..train import TrainConfig, load_run, train
 
@@ -106,17 +111,19 @@ def run(args: argparse.Namespace) -> int:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in model_given if k in _SHAPE)
         raise UsageError(f"{flags}: the model's shape comes from --init-from {given['init_from']}; only --block-size "
                          f"and --dropout can be set with it")
+    world = World.from_environment()  # under mpiexec: rank 0 reads the run folder and alone prints
     ckpt, base, start = None, {}, TrainConfig().model  # a new run starts from the defaults
     if args.resume:  # a resumed one from its own values
-        ckpt = load_run(given.get("out", TrainConfig.out))
+        ckpt = world.on_main(lambda: load_run(given.get("out", TrainConfig.out)))
         saved = TrainConfig.from_dict(ckpt.state["config"])
         base = {f.name: getattr(saved, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _INVOCATION}
         start = saved.model
     model = _model_config({**dataclasses.asdict(start), **model_given})
     cfg = TrainConfig(**{**base, **given, "model": model})
     metrics = train(cfg, resume_from=ckpt)  # Ctrl-C: train() saves, then gpt.cli.main exits 130
-    print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
-          f"{metrics['seconds']:.1f} s  {metrics['tokens_per_second']:,.0f} tokens/s  -> {cfg.out}")
+    if world.is_main:
+            print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
+              f"{metrics['seconds']:.1f} s  {metrics['tokens_per_second']:,.0f} tokens/s  -> {cfg.out}")
     return 0
 
 

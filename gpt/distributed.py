@@ -1,0 +1,199 @@
+"""Data parallelism over MPI: the same run on one process or many.
+
+    mpiexec -n 4 python -m gpt train ...        # 4 processes (ranks), one model each
+
+Every rank holds the whole model and the same optimizer state. Each step the global batch (N ranks x
+B rows, times K micro-batches with --grad-accum K) is drawn once from the run's seed, on every rank
+alike; rank r computes the gradient of its own rows, and the gradients are averaged over the ranks
+with an MPI all-reduce, so every rank takes the same optimizer step. The mean of per-rank means
+equals the mean over the global batch because every shard has the same number of tokens: N ranks
+with batch B take the steps of one process with batch N*B. Dropout masks are drawn for the global
+batch and sliced (`ShardedRandom`), so that holds with dropout too.
+
+`World` is the one place MPI is used. Without mpi4py, or outside mpiexec, it is a world of one rank
+whose collectives do nothing, and training runs as it always did.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterable
+
+import numpy as np
+
+from .errors import RunFailed, UsageError
+
+__all__ = ["World", "ShardedRandom", "shard_dropout"]
+
+BUCKET_BYTES = 32 << 20  # gradients are all-reduced in flat buffers of about this size
+
+
+class World:
+    """The ranks of this run: `rank` of `size`, and the collectives training needs."""
+
+    def __init__(self, comm=None):
+        self.comm = comm
+        self.rank = 0 if comm is None else comm.Get_rank()
+        self.size = 1 if comm is None else comm.Get_size()
+        self._buffers: dict = {}
+        self.allreduce_seconds, self.allreduce_bytes = 0.0, 0  # gradient all-reduces so far
+
+    @classmethod
+    def from_environment(cls) -> "World":
+        """MPI's world when launched by mpiexec with more than one rank and mpi4py is installed, else one rank."""
+        if not any(k in os.environ for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")):
+            return cls()  # not under mpiexec: do not even load MPI
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise RunFailed('launched under mpiexec, but mpi4py is not installed: pip install -e ".[mpi]"') from None
+        comm = MPI.COMM_WORLD
+        return cls(comm if comm.Get_size() > 1 else None)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes checkpoints, metrics and logs."""
+        return self.rank == 0
+
+    def on_main(self, fn):
+        """fn() on rank 0, and its result, or the UsageError/RunFailed it raised, on every rank."""
+        if self.comm is None:
+            return fn()
+        result = error = None
+        if self.is_main:
+            try:
+                result = fn()
+            except (UsageError, RunFailed) as e:
+                error = e
+        result, error = self.comm.bcast((result, error), root=0)
+        if error is not None:
+            error.quiet = not self.is_main  # the same error on every rank: rank 0 alone prints it
+            raise error
+        return result
+
+    # ------------------------------------------------------------------ the collectives
+    def mean(self, value: float) -> float:
+        """The mean of a number over the ranks (a training loss: the mean of per-rank means)."""
+        if self.comm is None:
+            return value
+        return self.comm.allreduce(float(value)) / self.size
+
+    def average_gradients(self, params: Iterable) -> None:
+        """Replace every parameter's .grad by its mean over the ranks: flat contiguous buckets of about
+        BUCKET_BYTES, each all-reduced in place (one MPI call per bucket, not per parameter)."""
+        if self.comm is None:
+            return
+        from mpi4py import MPI
+        start = time.perf_counter()
+        params = [p for p in params if p.grad is not None]
+        for bucket in _buckets(params):
+            n = sum(p.grad.size for p in bucket)
+            buf = self._buffer(n, bucket[0].grad.dtype)
+            pos = 0
+            for p in bucket:  # gather into one flat buffer
+                buf[pos:pos + p.grad.size] = p.grad.reshape(-1)
+                pos += p.grad.size
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            buf *= 1.0 / self.size
+            pos = 0
+            for p in bucket:  # and back, in place
+                p.grad.reshape(-1)[...] = buf[pos:pos + p.grad.size]
+                pos += p.grad.size
+        self.allreduce_seconds += time.perf_counter() - start
+        self.allreduce_bytes += sum(p.grad.nbytes for p in params)
+
+    def check_replicas(self, params: Iterable) -> None:
+        """Stop with RunFailed unless every rank holds the same parameters: a cheap checksum (a float64
+        sum of each parameter, and of its entries times their positions) compared across the ranks."""
+        if self.comm is None:
+            return
+        sums = np.array([[float(p.data.sum(dtype=np.float64)),
+                          float(np.dot(p.data.reshape(-1).astype(np.float64), np.arange(p.data.size) % 7919))]
+                         for p in params])
+        everyone = self.comm.allgather(sums)
+        for r, theirs in enumerate(everyone):
+            if not np.array_equal(theirs, everyone[0]):
+                raise RunFailed(f"replicas drifted apart: rank {r}'s parameters differ from rank 0's "
+                                f"(a non-deterministic step, or ranks running different code)")
+
+    def _buffer(self, n: int, dtype) -> np.ndarray:
+        key = np.dtype(dtype).str
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < n:
+            buf = self._buffers[key] = np.empty(n, dtype)
+        return buf[:n]
+
+
+def _buckets(params: list) -> list[list]:
+    """Consecutive parameters of one dtype, about BUCKET_BYTES each."""
+    out, cur, size = [], [], 0
+    for p in params:
+        if cur and (size + p.grad.nbytes > BUCKET_BYTES or p.grad.dtype != cur[0].grad.dtype):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(p)
+        size += p.grad.nbytes
+    if cur:
+        out.append(cur)
+    return out
+
+
+class ShardedRandom:
+    """A random generator for dropout that gives each rank its rows of the masks one process would draw.
+
+    Dropout asks for `random(shape)` with the batch as the first axis. Each call draws the mask of the
+    whole global batch (`parts` x shape[0] rows) from the wrapped generator, on every rank alike, and
+    returns part `part` of it. With gradient accumulation the micro-batches of one step reuse the masks
+    the first one drew (call j of each forward gets the j-th global mask), so the generator advances as
+    one process with the whole batch would. `next_step()` starts a new step.
+    """
+
+    def __init__(self, generator: np.random.Generator, parts: int = 1):
+        self.generator, self.parts, self.part = generator, parts, 0
+        self._masks: list[np.ndarray] = []
+        self._call = 0
+
+    @property
+    def bit_generator(self) -> "ShardedRandom":  # `.bit_generator.state`, as on a numpy Generator: what
+        return self  # activation checkpointing saves and restores to draw the same masks again
+
+    @property
+    def state(self) -> dict:
+        return {"generator": self.generator.bit_generator.state, "part": self.part, "call": self._call,
+                "masks": len(self._masks)}
+
+    @state.setter
+    def state(self, state: dict) -> None:
+        self.generator.bit_generator.state = state["generator"]
+        self.part, self._call = state["part"], state["call"]
+        del self._masks[state["masks"]:]  # masks drawn since are drawn again
+
+    def use_part(self, part: int) -> None:
+        """Serve rows of part `part` (0 <= part < parts) from now on, from the masks of this step."""
+        self.part, self._call = part, 0
+
+    def next_step(self) -> None:
+        self._masks, self._call, self.part = [], 0, 0
+
+    def random(self, shape, dtype=np.float64) -> np.ndarray:
+        shape = tuple(shape)
+        if self.parts == 1:
+            return self.generator.random(shape, dtype=dtype)
+        if self._call == len(self._masks):  # first use of this call site in this step: draw it whole
+            self._masks.append(self.generator.random((self.parts * shape[0],) + shape[1:], dtype=dtype))
+        mask = self._masks[self._call]
+        self._call += 1
+        return mask[self.part * shape[0]:(self.part + 1) * shape[0]]
+
+
+def shard_dropout(model, parts: int) -> list[ShardedRandom]:
+    """Give every module of `model` that draws dropout masks from a generator (`module.rng`) a ShardedRandom
+    over it (one per distinct generator), split in `parts`; return them, for use_part/next_step."""
+    wrappers: dict[int, ShardedRandom] = {}
+    for _, module in model.named_modules():
+        rng = getattr(module, "rng", None)
+        if isinstance(rng, ShardedRandom):
+            rng = rng.generator
+        if isinstance(rng, np.random.Generator):
+            module.rng = wrappers.setdefault(id(rng), ShardedRandom(rng, parts))
+    return list(wrappers.values())

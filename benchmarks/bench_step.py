@@ -4,14 +4,17 @@ with PyTorch eager on a model of exactly the same shapes and weights, when torch
     python benchmarks/bench_step.py                 # all configs
     python benchmarks/bench_step.py --config gpt2 --runs 7
 
-Each side runs in its own worker process; steps are interleaved A/B (ours, torch, ours, torch, ...)
-so that load on a shared machine hits both alike; the medians and their ratio are printed. Also:
-model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS.
+Each side runs in its own worker process; steps are interleaved (ours, torch, torch-math, ours, ...)
+so that load on a shared machine hits all alike; the medians and their ratios are printed. PyTorch
+runs twice: `torch` with its fused attention (F.scaled_dot_product_attention, its best eager path:
+the ratios are against it) and `torch-math` with attention written out (softmax(q k^T / sqrt(d)) v).
+Also: model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -54,7 +57,7 @@ class Ours:
 
 
 # ------------------------------------------------------------------ PyTorch, the same model
-def torch_model(weights, cfg: GPTConfig):
+def torch_model(weights, cfg: GPTConfig, fused_attention: bool = True):
     """A plain PyTorch GPT-2 of the same shapes holding our weights (name -> array), Linear as x @ W."""
     import torch
     import torch.nn.functional as TF
@@ -79,7 +82,12 @@ def torch_model(weights, cfg: GPTConfig):
                 a = TF.layer_norm(x, (C,), self.w(h + "ln_1.weight"), self.w(h + "ln_1.bias"), cfg.layer_norm_eps)
                 qkv = a @ self.w(h + "attn.c_attn.weight") + self.w(h + "attn.c_attn.bias")
                 q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
-                att = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+                if fused_attention:  # PyTorch's best eager path
+                    att = TF.scaled_dot_product_attention(q, k, v, is_causal=True)
+                else:  # attention written out, as nanoGPT's fallback does
+                    s = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+                    s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+                    att = torch.softmax(s, dim=-1) @ v
                 att = att.transpose(1, 2).reshape(B, T, C)
                 x = x + att @ self.w(h + "attn.c_proj.weight") + self.w(h + "attn.c_proj.bias")
                 m = TF.layer_norm(x, (C,), self.w(h + "ln_2.weight"), self.w(h + "ln_2.bias"), cfg.layer_norm_eps)
@@ -93,10 +101,10 @@ def torch_model(weights, cfg: GPTConfig):
 
 
 class Torch:
-    def __init__(self, cfg: GPTConfig, weights):
+    def __init__(self, cfg: GPTConfig, weights, fused_attention: bool = True):
         import torch
         self.torch = torch
-        self.model = torch_model(weights, cfg)
+        self.model = torch_model(weights, cfg, fused_attention)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
 
     def step(self, x, y) -> float:
@@ -159,7 +167,7 @@ def worker(side: str, name: str, weights: str) -> None:
         runner = Ours(cfg)
         np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
     else:
-        runner = Torch(cfg, np.load(weights))
+        runner = Torch(cfg, np.load(weights), fused_attention=side == "torch")
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         if line.startswith("step"):
@@ -176,7 +184,7 @@ def worker(side: str, name: str, weights: str) -> None:
 class Side:
     def __init__(self, side: str, name: str, weights: str, tuned_torch: bool = False):
         env = dict(os.environ)
-        if side == "torch" and not tuned_torch:  # PyTorch as users run it: glibc's default malloc
+        if side.startswith("torch") and not tuned_torch:  # PyTorch as users run it: glibc's default malloc
             env["TINYGRAD_LITE_SYSTEM_MALLOC"] = "1"
         self.proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--config", name,
                                       "--weights", weights], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -205,7 +213,8 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
         weights = os.path.join(tmp, "weights.npz")
         sides = {"ours": Side("ours", name, weights)}
         if have_torch:
-            sides["torch"] = Side("torch", name, weights, tuned_torch)
+            sides["torch"] = Side("torch", name, weights, tuned_torch)  # SDPA: the ratios are against this one
+            sides["torch-math"] = Side("torch-math", name, weights, tuned_torch)  # attention written out
         first = {k: s.ask("step 1")["loss"] for k, s in sides.items()}  # same weights, same batch
         if have_torch:
             assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
@@ -228,7 +237,8 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
         print(f"  {k:6s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}   "
               f"peak RSS {mem[k]:,.0f} MB")
     if have_torch:
-        print(f"  ratio ours/torch: time {med['ours'] / med['torch']:.3f}x   peak RSS {mem['ours'] / mem['torch']:.3f}x")
+        print(f"  ratio ours/torch: time {med['ours'] / med['torch']:.3f}x   peak RSS {mem['ours'] / mem['torch']:.3f}x"
+              f"   (ours/torch-math: time {med['ours'] / med['torch-math']:.3f}x)")
 
 
 def main() -> None:
@@ -242,7 +252,7 @@ def main() -> None:
                          "mean (default 1)")
     ap.add_argument("--tuned-torch", action="store_true",
                     help="run PyTorch with our malloc setting too (tinygrad_lite.memory); default: as users run it")
-    ap.add_argument("--worker", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours", "torch", "torch-math"], help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

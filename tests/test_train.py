@@ -464,7 +464,17 @@ def test_finding_6_ctrl_c_saves_the_current_iteration_and_resumes_exactly(text_f
     assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
 
 
-def test_finding_6_ctrl_c_inside_a_step_waits_for_its_end(text_file, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def interactive_sigint():
+    """Ctrl-C as in an interactive shell: Python's KeyboardInterrupt handler, even when the test runner was
+    started in the background (where SIGINT is ignored, and train() rightly leaves it so)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_finding_6_ctrl_c_inside_a_step_waits_for_its_end(text_file, tmp_path, monkeypatch, capsys,
+                                                           interactive_sigint):
     straight = train(_cfg(text_file, tmp_path / "straight"))
     real_clip, calls = train_mod.clip_grad_norm_, []
 

@@ -13,6 +13,9 @@ field is validated here, once. Hugging Face's config.json form is in gpt/hf.py.
     bias                Linear and LayerNorm biases (False removes all of them, as nanoGPT does)
     tie_weights         lm_head shares the token-embedding matrix wte
     layer_norm_eps      LayerNorm epsilon
+    qkv_bias            bias of the fused q, k, v projection c_attn; None means the same as `bias` (read
+                        it through `c_attn_bias`). False removes that one bias and keeps every other
+                        (the "LLMs from scratch" GPT-2); True keeps it even when bias=False.
 
 Presets (`GPTConfig.from_preset(name, **overrides)`, table in `PRESETS`):
 
@@ -29,6 +32,23 @@ Presets (`GPTConfig.from_preset(name, **overrides)`, table in `PRESETS`):
 
 The block sizes of the small presets are our choice: 256 for `tiny`/`small` (quick CPU runs on
 character-level text), 512 for `medium`, and GPT-2's own 1024 for `base`.
+
+`GPTConfig.from_dict` also reads the spellings of two GPT tutorials (table in `ALIASES`); `to_dict`
+writes ours:
+
+    ours         "LLMs from scratch"   course style
+    block_size   context_length        max_len
+    n_embd       emb_dim               d_model
+    n_head       n_heads               n_heads
+    n_layer      n_layers              n_layers
+    dropout      drop_rate             dropout
+    n_inner                            d_ff
+    qkv_bias     qkv_bias
+    tie_weights                        tie_weights
+
+    GPTConfig.from_dict({"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
+                         "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False})
+    # 124,412,160 parameters (GPT-2 less 12 x 2,304 c_attn biases); 163,009,536 with tie_weights=False
 """
 
 from __future__ import annotations
@@ -39,7 +59,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["GPTConfig", "PRESETS", "count_parameters", "check_field_names"]
+__all__ = ["GPTConfig", "PRESETS", "ALIASES", "count_parameters", "check_field_names"]
 
 _GPT2 = dict(vocab_size=50257, block_size=1024)
 
@@ -56,6 +76,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(vocab_size=10000, block_size=1024, n_layer=12, n_head=12, n_embd=768),
 }
 
+# Other spellings of our fields that from_dict accepts: "LLMs from scratch" and the course style.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "block_size": ("context_length", "max_len"),
+    "n_layer": ("n_layers",),
+    "n_head": ("n_heads",),
+    "n_embd": ("emb_dim", "d_model"),
+    "dropout": ("drop_rate",),
+    "n_inner": ("d_ff",),
+}
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257
@@ -68,6 +99,7 @@ class GPTConfig:
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
     n_inner: int | None = None
+    qkv_bias: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -90,11 +122,18 @@ class GPTConfig:
         for name in ("bias", "tie_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"GPTConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        if self.qkv_bias is not None and not isinstance(self.qkv_bias, bool):
+            raise ValueError(f"GPTConfig.qkv_bias must be a bool, or None for the same as bias, got {self.qkv_bias!r}")
 
     @property
     def d_ff(self) -> int:
         """MLP hidden width: `n_inner`, or 4 * n_embd when `n_inner` is None."""
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    @property
+    def c_attn_bias(self) -> bool:
+        """Whether c_attn (the fused q, k, v projection) has a bias: `qkv_bias`, or `bias` when it is None."""
+        return self.bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def head_dim(self) -> int:
@@ -119,9 +158,28 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
-        """Build from `to_dict()` output; missing fields take their defaults, unknown ones raise."""
-        check_field_names(d, "GPTConfig.from_dict key")
-        return cls(**d)
+        """Build from `to_dict()` output, or from a tutorial's dict (its spellings are in `ALIASES`).
+
+        Missing fields take their defaults. An unknown key, or two spellings of one field (n_embd and
+        emb_dim), raise ValueError naming them and the accepted spellings.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"GPTConfig.from_dict expects a dict of fields, got {type(d).__name__}")
+        field_of = {name: name for name in _FIELDS}
+        field_of.update((alias, name) for name, aliases in ALIASES.items() for alias in aliases)
+        unknown = sorted(str(k) for k in d if k not in field_of)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig.from_dict key{'s' * (len(unknown) > 1)}: {', '.join(unknown)}; "
+                             f"accepted keys: {_accepted_spellings()}")
+        spellings: dict[str, list[str]] = {}
+        for key in d:
+            spellings.setdefault(field_of[key], []).append(key)
+        clashes = [f"{', '.join(keys[:-1])} and {keys[-1]} {'both' if len(keys) == 2 else 'all'} spell {name}"
+                   for name, keys in spellings.items() if len(keys) > 1]
+        if clashes:
+            raise ValueError(f"GPTConfig.from_dict got more than one spelling of a field: {'; '.join(clashes)}; "
+                             f"give each field once (accepted keys: {_accepted_spellings()})")
+        return cls(**{field_of[key]: value for key, value in d.items()})
 
 
 def count_parameters(config: GPTConfig) -> dict[str, int]:
@@ -130,20 +188,21 @@ def count_parameters(config: GPTConfig) -> dict[str, int]:
     Keys: "wte", "wpe", one block's parts "block.ln_1", "block.attn.c_attn", "block.attn.c_proj",
     "block.ln_2", "block.mlp.c_fc", "block.mlp.c_proj", their sum "block", all blocks "blocks"
     (n_layer * block), "ln_f", "lm_head" (0 when tied: shared with wte) and "total".
-    With C = n_embd, F = d_ff, b = 1 if bias else 0, a block has 4C^2 + 2CF + 2C + b(7C + F).
+    With C = n_embd, F = d_ff, b = 1 if bias else 0, q = 1 if c_attn has a bias (qkv_bias) else 0,
+    a block has 4C^2 + 2CF + 2C + b(4C + F) + 3qC.
     """
     C, F, V, T = config.n_embd, config.d_ff, config.vocab_size, config.block_size
     b = 1 if config.bias else 0
 
-    def linear(n_in: int, n_out: int) -> int:
-        return n_in * n_out + b * n_out  # weight (in, out) + bias (out,)
+    def linear(n_in: int, n_out: int, bias: int = b) -> int:
+        return n_in * n_out + bias * n_out  # weight (in, out) + bias (out,)
 
     layer_norm = C + b * C  # weight (C,) + bias (C,)
     counts = {
         "wte": V * C,
         "wpe": T * C,
         "block.ln_1": layer_norm,
-        "block.attn.c_attn": linear(C, 3 * C),  # fused q, k, v
+        "block.attn.c_attn": linear(C, 3 * C, 1 if config.c_attn_bias else 0),  # fused q, k, v
         "block.attn.c_proj": linear(C, C),
         "block.ln_2": layer_norm,
         "block.mlp.c_fc": linear(C, F),
@@ -166,6 +225,11 @@ def check_field_names(d: dict[str, Any], what: str) -> None:
     unknown = sorted(set(d) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown {what}: {', '.join(unknown)}; GPTConfig fields are {', '.join(_FIELDS)}")
+
+
+def _accepted_spellings() -> str:
+    """Every field, with its other spellings: "block_size (or context_length, max_len), ..."."""
+    return ", ".join(f"{name} (or {', '.join(ALIASES[name])})" if name in ALIASES else name for name in _FIELDS)
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -17,7 +17,10 @@ Linear weights are (in, out) like GPT-2's Conv1D (c_attn, c_proj, c_fc), so no t
 needed. `lm_head.weight` is (V, C) like the token embedding, as in HF's `GPT2LMHeadModel`:
     - tied head: not stored (HF gpt2 files don't store it); accepted on load if equal to wte.
     - untied head: stored as `lm_head.weight`, and required on load.
-On load, keys may carry the `transformer.` prefix (GPT2LMHeadModel) or not (GPT2Model, the original
+HF GPT-2 always has the c_attn (q, k, v) bias: a model without it (`qkv_bias=False`) is exported with a
+zero bias there, which gives identical logits, so loading the export back gives a model with that bias
+(zero at first, trainable; its config has `qkv_bias=None`). A model without any bias (`bias=False`) is
+refused. On load, keys may carry the `transformer.` prefix (GPT2LMHeadModel) or not (GPT2Model, the original
 `gpt2` upload), and the `h.{i}.attn.bias` / `h.{i}.attn.masked_bias` buffers (causal masks, not
 parameters) are ignored. Tensors are read one at a time, so loading needs the model's memory plus
 its largest tensor. A bad folder or file (not JSON, a truncated safetensors file, a key or shape the
@@ -67,7 +70,8 @@ _HF_TANH_GELU = ("gelu_new", "gelu_pytorch_tanh")
 def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     """The fields of a Hugging Face `GPT2Config` `config.json` describing this model.
 
-    HF GPT-2 always has biases, so `bias=False` cannot be expressed and raises.
+    HF GPT-2 always has biases, so `bias=False` cannot be expressed and raises; `qkv_bias=False` is
+    written as HF's c_attn bias, zero (see `save_pretrained`).
     """
     self = config
     if not self.bias:
@@ -144,13 +148,22 @@ def config_from_hf(d: dict[str, Any], **overrides: Any) -> GPTConfig:
 
 
 def save_pretrained(model, path) -> None:
-    """Write `model` (a GPT) to folder `path` as config.json + model.safetensors (HF GPT-2 layout)."""
+    """Write `model` (a GPT) to folder `path` as config.json + model.safetensors (HF GPT-2 layout).
+
+    A model without the q, k, v bias (`qkv_bias=False`) gets a zero `attn.c_attn.bias` in every block,
+    since HF GPT-2 always has one: the logits are identical, and loading the folder gives a model with
+    that (zero) bias. `bias=False` raises ValueError (config_to_hf).
+    """
+    config = config_to_hf(model.config)  # raises before anything is written
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     # named_parameters yields a tied Parameter once, under its first name transformer.wte.weight
     tensors = {name: np.ascontiguousarray(p.data) for name, p in model.named_parameters()}
     dtype = model.transformer.wte.weight.dtype
-    config = dict(config_to_hf(model.config), torch_dtype=str(dtype))
+    if not model.config.c_attn_bias:  # x @ W + 0 == x @ W
+        C = model.config.n_embd
+        tensors.update({f"{PREFIX}h.{i}.attn.c_attn.bias": np.zeros(3 * C, dtype) for i in range(model.config.n_layer)})
+    config = dict(config, torch_dtype=str(dtype))
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     text = json.dumps(config, indent=2) + "\n"
     atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -28,7 +28,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, dtype=None, rng=None):
         C = config.n_embd
         self.n_head, self.n_embd, self.dropout = config.n_head, C, config.dropout
-        self.c_attn = nn.Linear(C, 3 * C, bias=config.bias, dtype=dtype, init=False)  # x -> [q|k|v]
+        # x -> [q|k|v]; a bias if config.qkv_bias says so (None: as every other layer, config.bias)
+        self.c_attn = nn.Linear(C, 3 * C, bias=config.c_attn_bias, dtype=dtype, init=False)
         self.c_proj = nn.Linear(C, C, bias=config.bias, dtype=dtype, init=False)  # heads -> residual
         self.resid_dropout = nn.Dropout(config.dropout, rng=rng)
         self.rng = rng  # for dropout on the attention probabilities

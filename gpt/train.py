@@ -62,7 +62,7 @@ RESUME_HINT = "python -m gpt train --resume --out {out}"
 
 # what a resumed run must keep: it fixes the model, the tokens, or the evaluation batches
 _FROZEN = ("tokenizer", "val_fraction", "seed")
-_FROZEN_MODEL = ("n_layer", "n_head", "n_embd", "block_size", "bias", "n_inner", "tie_weights", "layer_norm_eps")
+_FROZEN_MODEL = ("n_layer", "n_head", "n_embd", "block_size", "bias", "qkv_bias", "n_inner", "tie_weights", "layer_norm_eps")
 
 
 def _char_model() -> GPTConfig:

@@ -83,6 +83,8 @@ def _error(path, which="latest") -> str:
     (np.float32, {}),
     (np.float32, dict(bias=False, tie_weights=False, n_inner=24, dropout=0.1, layer_norm_eps=1e-6)),
     (np.float64, dict(tie_weights=False)),
+    (np.float32, dict(qkv_bias=False, dropout=0.1)),  # the "LLMs from scratch" GPT-2's layout
+    (np.float32, dict(bias=False, qkv_bias=True, tie_weights=False)),
 ])
 def test_round_trip_is_exact(tmp_path, dtype, overrides):
     model, optimizer = _trained(dtype=dtype, **overrides)
@@ -402,6 +404,13 @@ def test_bad_files_inside_a_checkpoint(tmp_path):
          "gpt_config.json has missing keys n_head; expected exactly the GPTConfig fields")
     case("gpt_config.json", json.dumps(dict(config, n_head=3)).encode(), "gpt_config.json holds an invalid GPTConfig",
          "divisible")
+    case("gpt_config.json", json.dumps({k: v for k, v in config.items() if k != "qkv_bias"}).encode(),
+         "gpt_config.json has missing keys qkv_bias; expected exactly the GPTConfig fields")
+    case("gpt_config.json", json.dumps(dict(config, qkv_bias="yes")).encode(), "holds an invalid GPTConfig",
+         "qkv_bias must be a bool, or None")
+    # our own names only: a tutorial's spelling is for GPTConfig.from_dict, not for a checkpoint
+    case("gpt_config.json", json.dumps({("emb_dim" if k == "n_embd" else k): v for k, v in config.items()}).encode(),
+         "gpt_config.json has missing keys n_embd; unknown keys emb_dim; expected exactly the GPTConfig fields")
     case("state.json", b'{"iter": 1,', f"{folder / 'state.json'} is not readable JSON", "expected a JSON object")
     case("state.json", b'"iter"', "state.json holds a string, expected a JSON object")
     size = len(good["model.safetensors"])

@@ -41,6 +41,7 @@ def test_defaults_are_gpt2_small():
     c = GPTConfig()
     assert (c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd) == (50257, 1024, 12, 12, 768)
     assert (c.dropout, c.bias, c.tie_weights, c.layer_norm_eps, c.n_inner) == (0.0, True, True, 1e-5, None)
+    assert c.qkv_bias is None and c.c_attn_bias is True
     assert c.d_ff == 3072 and c.head_dim == 64
     assert c == GPTConfig.from_preset("gpt2")
 
@@ -67,6 +68,7 @@ def test_d_ff_follows_n_embd_unless_n_inner_is_set():
         ("layer_norm_eps", math.inf, "> 0"),
         ("bias", 1, "bool"),
         ("tie_weights", "yes", "bool"),
+        ("qkv_bias", 0, "bool, or None"),
     ],
 )
 def test_invalid_field_names_field_value_and_expectation(field, value, expected):
@@ -166,13 +168,98 @@ def test_count_parameters_without_bias_drops_exactly_the_bias_vectors():
     assert without_b["ln_f"] == C and without_b["block.mlp.c_fc"] == C * F
 
 
+def test_qkv_bias_false_drops_exactly_the_c_attn_bias():
+    c = GPTConfig.from_preset("tiny", n_inner=300)
+    full, no_qkv = count_parameters(c), count_parameters(dataclasses.replace(c, qkv_bias=False))
+    C = 128
+    assert {k for k in full if full[k] != no_qkv[k]} == {"block.attn.c_attn", "block", "blocks", "total"}
+    assert full["block.attn.c_attn"] - no_qkv["block.attn.c_attn"] == 3 * C
+    assert full["total"] - no_qkv["total"] == 4 * 3 * C
+
+
+def test_qkv_bias_none_follows_bias_and_an_explicit_value_wins():
+    assert [GPTConfig(bias=b, qkv_bias=q).c_attn_bias for b in (True, False) for q in (None, True, False)] == [
+        True, True, False, False, True, False]
+    c = GPTConfig.from_preset("tiny")
+    C = 128
+    no_bias = count_parameters(dataclasses.replace(c, bias=False))
+    assert no_bias["block.attn.c_attn"] == C * 3 * C  # bias=False still removes every bias
+    only_qkv = count_parameters(dataclasses.replace(c, bias=False, qkv_bias=True))  # biases on q, k, v alone
+    assert only_qkv["block.attn.c_attn"] == C * 3 * C + 3 * C and only_qkv["block.attn.c_proj"] == C * C
+    assert only_qkv["total"] - no_bias["total"] == 4 * 3 * C
+
+
+# ---- the tutorials' spellings ----------------------------------------------------------------
+
+# "LLMs from scratch" (Raschka), chapter 4, verbatim.
+GPT_CONFIG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12,
+                   "drop_rate": 0.1, "qkv_bias": False}
+
+
+def test_llms_from_scratch_dict():
+    c = GPTConfig.from_dict(GPT_CONFIG_124M)
+    assert c == GPTConfig(dropout=0.1, qkv_bias=False)
+    assert (c.block_size, c.n_embd, c.n_head, c.n_layer, c.dropout, c.bias, c.c_attn_bias) == (
+        1024, 768, 12, 12, 0.1, True, False)
+    assert count_parameters(c)["total"] == 124_412_160  # the book's count with the output head tied
+    assert count_parameters(GPTConfig.from_dict({**GPT_CONFIG_124M, "tie_weights": False}))["total"] == 163_009_536
+    d = c.to_dict()  # our own names, always
+    assert list(d) == [f.name for f in dataclasses.fields(GPTConfig)] and d["qkv_bias"] is False
+    assert "emb_dim" not in d and GPTConfig.from_dict(json.loads(json.dumps(d))) == c
+
+
+@pytest.mark.parametrize("name, d_model, n_heads, n_layers, d_ff", [
+    ("tiny", 128, 4, 4, 512), ("small", 256, 8, 6, 1024), ("medium", 512, 8, 12, 2048), ("base", 768, 12, 12, 3072)])
+def test_course_style_arguments(name, d_model, n_heads, n_layers, d_ff):
+    preset = GPTConfig.from_preset(name)
+    c = GPTConfig.from_dict(dict(vocab_size=preset.vocab_size, d_model=d_model, n_heads=n_heads, n_layers=n_layers,
+                                 d_ff=d_ff, max_len=preset.block_size, dropout=0.1, tie_weights=True))
+    assert (c.n_embd, c.n_head, c.n_layer, c.n_inner, c.d_ff, c.block_size, c.dropout, c.tie_weights) == (
+        d_model, n_heads, n_layers, d_ff, d_ff, preset.block_size, 0.1, True)
+    assert count_parameters(c) == count_parameters(preset)  # the presets have the course table's shapes
+    assert GPTConfig.from_dict(dict(d_model=64, n_heads=4, tie_weights=False)).tie_weights is False
+
+
+@pytest.mark.parametrize("d, named", [
+    ({"n_embd": 768, "emb_dim": 768}, "n_embd and emb_dim both spell n_embd"),
+    ({"emb_dim": 64, "d_model": 64, "n_head": 4}, "emb_dim and d_model both spell n_embd"),
+    ({"context_length": 8, "max_len": 8, "block_size": 8},
+     "context_length, max_len and block_size all spell block_size"),
+    ({"n_layers": 2, "n_layer": 2, "drop_rate": 0.1, "dropout": 0.1},
+     "n_layers and n_layer both spell n_layer; drop_rate and dropout both spell dropout"),
+    ({"d_ff": 64, "n_inner": 64}, "d_ff and n_inner both spell n_inner"),
+])
+def test_from_dict_refuses_two_spellings_of_one_field(d, named):
+    with pytest.raises(ValueError) as info:
+        GPTConfig.from_dict(d)
+    assert str(info.value) == (
+        f"GPTConfig.from_dict got more than one spelling of a field: {named}; give each field once (accepted keys: "
+        "vocab_size, block_size (or context_length, max_len), n_layer (or n_layers), n_head (or n_heads), n_embd "
+        "(or emb_dim, d_model), dropout (or drop_rate), bias, tie_weights, layer_norm_eps, n_inner (or d_ff), "
+        "qkv_bias)")
+
+
+def test_from_dict_names_unknown_keys_and_the_accepted_spellings():
+    with pytest.raises(ValueError) as info:
+        GPTConfig.from_dict({**GPT_CONFIG_124M, "n_embed": 768, "ctx_len": 1024})
+    assert str(info.value).startswith("unknown GPTConfig.from_dict keys: ctx_len, n_embed; accepted keys: vocab_size, "
+                                      "block_size (or context_length, max_len), n_layer (or n_layers),")
+    with pytest.raises(ValueError, match=r"GPTConfig.qkv_bias must be a bool, or None .*got 'no'"):
+        GPTConfig.from_dict({**GPT_CONFIG_124M, "qkv_bias": "no"})  # values are checked by GPTConfig itself
+    with pytest.raises(ValueError, match=r"GPTConfig.n_embd must be divisible by n_head.*n_embd=100, n_head=12"):
+        GPTConfig.from_dict({**GPT_CONFIG_124M, "emb_dim": 100})  # named by our field: validation is one place
+    with pytest.raises(TypeError, match="expects a dict of fields, got list"):
+        GPTConfig.from_dict([("emb_dim", 768)])
+
+
 # ---- our dict form -------------------------------------------------------------------------
 
 def test_to_dict_from_dict_json_round_trip():
-    c = GPTConfig.from_preset("small", dropout=0.2, bias=False, tie_weights=False, n_inner=640)
+    c = GPTConfig.from_preset("small", dropout=0.2, bias=False, tie_weights=False, n_inner=640, qkv_bias=True)
     d = json.loads(json.dumps(c.to_dict()))
     assert GPTConfig.from_dict(d) == c
-    assert d["n_inner"] == 640 and d["bias"] is False
+    assert d["n_inner"] == 640 and d["bias"] is False and d["qkv_bias"] is True
+    assert GPTConfig().to_dict()["qkv_bias"] is None  # the default: the same as bias
 
 
 def test_from_dict_rejects_unknown_keys_and_bad_values():
@@ -223,6 +310,10 @@ def test_hf_round_trip(config):
 def test_hf_conversion_errors():
     with pytest.raises(ValueError, match="bias=False"):
         config_to_hf(GPTConfig(bias=False))
+    with pytest.raises(ValueError, match="bias=False"):
+        config_to_hf(GPTConfig(bias=False, qkv_bias=True))
+    # without the q/k/v bias: HF's config, whose c_attn bias save_pretrained writes as zeros
+    assert config_to_hf(GPTConfig(qkv_bias=False)) == config_to_hf(GPTConfig())
     base = json.loads(HF_GPT2_CONFIG_JSON)
     with pytest.raises(ValueError, match=r"activation_function 'relu'.*tanh"):
         config_from_hf(dict(base, activation_function="relu"))

@@ -83,6 +83,29 @@ def test_saved_layout_is_hf_gpt2(tmp_path):
     assert json.loads((tmp_path / "untied" / "config.json").read_text())["tie_word_embeddings"] is False
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_without_qkv_bias_exports_a_zero_c_attn_bias(tmp_path, tie):
+    """HF GPT-2 always has the c_attn bias: qkv_bias=False is written as zeros, the same logits."""
+    model = random_model(tie_weights=tie, qkv_bias=False)
+    assert model.transformer.h[0].attn.c_attn.bias is None
+    model.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    for i in range(2):
+        bias = saved[f"transformer.h.{i}.attn.c_attn.bias"]
+        assert bias.shape == (48,) and bias.dtype == np.float32 and not bias.any()
+        assert saved[f"transformer.h.{i}.attn.c_proj.bias"].any()  # the other biases are the model's own
+    loaded = GPT.from_pretrained(tmp_path)
+    assert loaded.config == tiny(tie_weights=tie)  # qkv_bias None (same as bias): a model with the (zero) bias
+    assert not loaded.transformer.h[0].attn.c_attn.bias.data.any()
+    np.testing.assert_array_equal(loaded(IDX).data, model.eval()(IDX).data)
+
+
+def test_without_any_bias_export_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match=r"GPTConfig.bias=False cannot be written as a Hugging Face GPT2Config"):
+        random_model(bias=False, qkv_bias=True).save_pretrained(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_loads_original_gpt2_layout_without_prefix_and_with_buffers(tmp_path):
     """The original `gpt2` upload: GPT2Model keys (no `transformer.`), attn.bias/masked_bias buffers."""
     model = random_model()
@@ -178,12 +201,14 @@ def hf():
 
 
 @pytest.mark.crosscheck
-@pytest.mark.parametrize("tie", [True, False])
-def test_saved_model_opens_in_transformers(tmp_path, hf, tie):
+@pytest.mark.parametrize("tie, qkv_bias", [(True, None), (False, None), (True, False), (False, False)])
+def test_saved_model_opens_in_transformers(tmp_path, hf, tie, qkv_bias):
     import torch
-    model = random_model(tie_weights=tie)
+    model = random_model(tie_weights=tie, qkv_bias=qkv_bias)  # qkv_bias=False: a zero c_attn bias in the file
     model.save_pretrained(tmp_path)
-    theirs = hf.GPT2LMHeadModel.from_pretrained(str(tmp_path)).eval()
+    theirs, info = hf.GPT2LMHeadModel.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]  # no tensor left to transformers' init
+    theirs.eval()
     with torch.no_grad():
         logits = theirs(torch.tensor(IDX)).logits.numpy()
     np.testing.assert_allclose(logits, model(IDX).data, rtol=1e-4, atol=1e-4)

@@ -35,6 +35,7 @@ def reference_logits(model: GPT, idx: np.ndarray) -> np.ndarray:
     """GPT-2 forward written directly in NumPy float64 from the parameters (no tinygrad_lite ops)."""
     c = model.config
     P = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    P.update({k.replace(".weight", ".bias"): 0.0 for k in list(P) if k.replace(".weight", ".bias") not in P})
 
     def ln(x, pre):
         mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
@@ -62,9 +63,10 @@ def reference_logits(model: GPT, idx: np.ndarray) -> np.ndarray:
     return ln(x, "transformer.ln_f") @ P["lm_head.weight"].T
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_forward_matches_numpy_reference(tie):
-    model = randomize(GPT(tiny(tie_weights=tie), dtype=np.float64), seed=3)
+@pytest.mark.parametrize("tie, kw", [(True, {}), (False, {}), (True, dict(qkv_bias=False)),
+                                     (False, dict(bias=False, qkv_bias=True))])
+def test_forward_matches_numpy_reference(tie, kw):
+    model = randomize(GPT(tiny(tie_weights=tie, **kw), dtype=np.float64), seed=3)
     idx = ids((3, 5), seed=1)
     np.testing.assert_allclose(model(idx).data, reference_logits(model, idx), rtol=1e-10, atol=1e-10)
 
@@ -89,6 +91,20 @@ def test_parameter_names_are_gpt2s():
     assert sd["transformer.h.0.attn.c_attn.weight"].shape == (16, 48)  # (in, out) like GPT-2's Conv1D
     assert sd["transformer.h.0.mlp.c_proj.weight"].shape == (64, 16)
     assert sd["lm_head.weight"].shape == (11, 16)  # (V, C) like wte
+
+
+@pytest.mark.parametrize("kw, biases", [
+    (dict(), ["ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]),
+    (dict(qkv_bias=False), ["ln_1", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"]),  # exactly c_attn's goes
+    (dict(bias=False), []),
+    (dict(bias=False, qkv_bias=True), ["attn.c_attn"]),
+])
+def test_qkv_bias_decides_the_c_attn_bias_alone(kw, biases):
+    model = GPT(tiny(n_layer=1, **kw))
+    names = [n for n, _ in model.named_parameters() if n.endswith(".bias")]
+    ln_f = ["transformer.ln_f.bias"] if model.config.bias else []
+    assert names == [f"transformer.h.0.{m}.bias" for m in biases] + ln_f
+    assert (model.transformer.h[0].attn.c_attn.bias is None) == ("attn.c_attn" not in biases)
 
 
 def test_tied_head_is_the_same_parameter():
@@ -138,7 +154,26 @@ def test_num_parameters_of_gpt2(monkeypatch, preset, tie, expected):
     assert model.num_parameters(exclude_embeddings=True) == expected - wpe - wte
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(tie_weights=False), dict(bias=False), dict(n_inner=24, n_layer=3)])
+# "LLMs from scratch": GPT_CONFIG_124M, whose model has no q/k/v bias (124,412,160 tied, 163,009,536 untied)
+LLMS_FROM_SCRATCH_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
+                          "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
+
+
+@pytest.mark.parametrize("tie, expected", [(True, 124_412_160), (False, 163_009_536)])
+def test_num_parameters_of_llms_from_scratch_gpt2(monkeypatch, tie, expected):
+    monkeypatch.setattr(GPT, "_init_weights", lambda self, rng, dtype: None)  # uninitialised: no RAM touched
+    config = GPTConfig.from_dict({**LLMS_FROM_SCRATCH_124M, "tie_weights": tie})
+    model = GPT(config)
+    assert model.num_parameters() == expected == count_parameters(config)["total"]
+    rows = dict(model.parameter_breakdown())
+    assert rows["transformer.h.0.attn.c_attn"] == 768 * 3 * 768  # the difference from GPT-2: no 3C bias
+    assert rows["transformer.h.0.attn.c_proj"] == 768 * 768 + 768  # every other bias kept
+    gpt2 = GPT(GPTConfig.from_preset("gpt2", tie_weights=tie))
+    assert gpt2.num_parameters() - expected == 12 * 3 * 768
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(tie_weights=False), dict(bias=False), dict(n_inner=24, n_layer=3),
+                                dict(qkv_bias=False), dict(bias=False, qkv_bias=True)])
 def test_parameter_breakdown_agrees_with_config_formula(kw):
     model = GPT(tiny(**kw))
     rows = dict(model.parameter_breakdown())

@@ -3,13 +3,20 @@
 Tokenizes "Every effort moves you" and "Every day holds a", builds the model (GPT-2 124M by default,
 random GPT-2 init), prints the token ids, the logits shape, the parameter table, the next-token loss
 at init (about ln V: the model knows nothing yet), then runs backward and prints gradient norms.
+
+--config FILE.json takes the model from a JSON object of GPTConfig fields, in our spelling or a
+tutorial's (GPTConfig.from_dict), e.g. the "LLMs from scratch" GPT-2:
+    {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12, "n_layers": 12,
+     "drop_rate": 0.1, "qkv_bias": false}
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,9 +28,13 @@ def register(subparsers) -> None:
     from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("demo", help="forward + backward of GPT-2 on two sentences, with parameter counts",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="gpt2", choices=list(PRESETS),
+    p.add_argument("--preset", choices=list(PRESETS),
                    help="GPTConfig preset (default gpt2, the 124M model); presets with a vocabulary smaller "
                         "than GPT-2's use a character tokenizer instead")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="the model as a JSON object of GPTConfig fields, ours or a tutorial's spelling "
+                        "(context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias; d_model, d_ff, max_len); "
+                        "instead of --preset")
     p.add_argument("--seed", type=int, default=0, help="seed of the weight init, an int >= 0 (default 0)")
     p.set_defaults(func=run)
 
@@ -33,8 +44,31 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     if args.seed < 0:
         raise UsageError(f"--seed must be an int >= 0, got {args.seed}")
-    demo(GPTConfig.from_preset(args.preset), seed=args.seed, name=args.preset)
+    if args.config is None:
+        preset = args.preset or "gpt2"
+        demo(GPTConfig.from_preset(preset), seed=args.seed, name=preset)
+        return 0
+    if args.preset is not None:
+        raise UsageError("--config and --preset both describe the model: give one of them")
+    demo(read_config(args.config), seed=args.seed, name=Path(args.config).name)
     return 0
+
+
+def read_config(file: str):
+    """The GPTConfig of the JSON file `file` (GPTConfig.from_dict), or a UsageError naming it."""
+    from ..config import GPTConfig
+    from ..errors import UsageError
+    expected = "a JSON object of GPTConfig fields (e.g. {\"n_layer\": 2, \"emb_dim\": 64})"
+    try:
+        d = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8, not JSON
+        raise UsageError(f"--config {file}: cannot read it as JSON ({e}); expected {expected}") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"--config {file}: holds a JSON {type(d).__name__}, expected {expected}")
+    try:
+        return GPTConfig.from_dict(d)
+    except (ValueError, TypeError) as e:  # an unknown key, two spellings of one field, a bad value
+        raise UsageError(f"--config {file}: {e}") from None
 
 
 def tokenize(vocab_size: int) -> tuple[np.ndarray, str]:
@@ -54,10 +88,12 @@ def parameter_table(model) -> list[tuple[str, str, int]]:
     per_type: dict[str, list[int]] = {}
     for path, n in model.parameter_breakdown():
         per_type.setdefault(re.sub(r"^transformer\.h\.\d+\.", "transformer.h.*.", path), []).append(n)
-    L = model.config.n_layer
+    L, c = model.config.n_layer, model.config
     rows = []
     for name, counts in per_type.items():
-        if name.startswith("transformer.h.*."):
+        if name == "transformer.h.*.attn.c_attn" and c.bias and not c.c_attn_bias:
+            rows.append((name + " (no q/k/v bias)", f"{counts[0]:,}", sum(counts)))
+        elif name.startswith("transformer.h.*."):
             rows.append((name, f"{counts[0]:,}", sum(counts)))
         elif name == "lm_head" and model.config.tie_weights:
             rows.append(("lm_head (tied to transformer.wte)", "", sum(counts)))
@@ -67,6 +103,18 @@ def parameter_table(model) -> list[tuple[str, str, int]]:
             block = sum(sum(c) for k, c in per_type.items() if k.startswith("transformer.h.*.")) // L
             rows.append((f"transformer.h.* ({L} blocks)", f"{block:,}", block * L))
     return rows
+
+
+def _unusual(c) -> str:
+    """What sets config `c` apart from GPT-2's layout besides its sizes, as ", ..." (or "")."""
+    notes = [] if c.bias else ["no biases" if not c.c_attn_bias else "biases only on q/k/v"]
+    if c.bias and not c.c_attn_bias:
+        notes.append("no q/k/v bias")
+    if c.n_inner is not None and c.n_inner != 4 * c.n_embd:
+        notes.append(f"MLP width {c.n_inner}")
+    if c.dropout:
+        notes.append(f"dropout {c.dropout:g}")
+    return "".join(", " + n for n in notes)
 
 
 def grad_norm(params) -> float:
@@ -92,8 +140,8 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
     t_build = time.perf_counter() - t0
     c = config
     out(f"\nModel {name or 'GPT'}: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, vocab {c.vocab_size}, "
-        f"block_size {c.block_size}, {'tied' if c.tie_weights else 'untied'} head (built in {t_build:.2f} s, "
-        f"seed {seed})")
+        f"block_size {c.block_size}, {'tied' if c.tie_weights else 'untied'} head{_unusual(c)} (built in "
+        f"{t_build:.2f} s, seed {seed})")
 
     rows = parameter_table(model)
     width = max(len(r[0]) for r in rows) + 2
@@ -107,6 +155,10 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
         raise RunFailed(f"model has {total:,} parameters but count_parameters(config) says {expected:,}")
     out(f"(agrees with gpt.config.count_parameters; without position embeddings: "
         f"{model.num_parameters(exclude_embeddings=True):,})")
+    if c.c_attn_bias != c.bias:  # where this model differs from GPT-2's layout
+        n = c.n_layer * 3 * c.n_embd
+        out(f"(c_attn {'has no' if c.bias else 'alone has a'} q/k/v bias: {c.n_layer} x {3 * c.n_embd:,} = {n:,} "
+            f"parameters {'fewer' if c.bias else 'more'} than with qkv_bias={c.bias})")
 
     t0 = time.perf_counter()
     logits = model(idx)

@@ -61,6 +61,7 @@ def main() -> None:
 
     rng = np.random.default_rng(cfg.seed)  # gpt.train's batch generator
     t0 = time.perf_counter()
+    print(f"iter 0: {evaluate(cfg.eval_iters)}", file=sys.stderr)  # gpt.train evaluates at initialisation too
     for it in range(cfg.max_iters):
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(it)
@@ -71,7 +72,7 @@ def main() -> None:
         opt.step()
         if (it + 1) % cfg.eval_interval == 0 and it + 1 < cfg.max_iters:
             print(f"iter {it + 1}: {evaluate(cfg.eval_iters)}", file=sys.stderr)
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t0  # the steps and the evaluations between them
     final = evaluate(args.final_eval_iters)
     print(json.dumps({"iters": cfg.max_iters, **final, "seconds": time.perf_counter() - t0,
                       "train_seconds": train_seconds, "last_train_batch_loss": loss.item()}))

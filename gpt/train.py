@@ -324,7 +324,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     lr = cfg.lr_at(it)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    loss = _gradient(model, data, rng, T, B, K, world, dropout_rngs)  # the mean over N K B rows
+                    loss = _gradient(model, params, data, rng, T, B, K, world, dropout_rngs)  # mean over N K B rows
                     norm = clip_grad_norm_(params, max_norm)  # before clipping
                     if not (math.isfinite(loss) and math.isfinite(norm)):  # before the step: weights intact
                         raise diverged(it + 1, f"loss is {loss}, gradient norm {norm} (lr {lr:.3g})")
@@ -371,15 +371,16 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     return metrics
 
 
-def _gradient(model: GPT, data: TextData, rng: np.random.Generator, T: int, B: int, K: int, world: World,
-              dropout_rngs: list) -> float:
+def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator, T: int, B: int, K: int,
+              world: World, dropout_rngs: list) -> float:
     """Fill every parameter's .grad with the gradient of the mean loss over one global batch, and return that
     loss. The global batch, N ranks x K micro-batches x B rows, is drawn once, alike on every rank; rank r
     computes micro-batch k on rows part * B, part = k N + r, with loss / K, and the ranks average."""
     x, y = data.get_batch("train", world.size * K * B, T, rng)  # (N K B, T), (N K B, T)
     for d in dropout_rngs:
         d.next_step()
-    model.zero_grad()
+    for p in params:  # (model.zero_grad() would walk the module tree every step)
+        p.grad = None
     total = 0.0
     for k in range(K):
         part = k * world.size + world.rank
@@ -389,7 +390,7 @@ def _gradient(model: GPT, data: TextData, rng: np.random.Generator, T: int, B: i
         loss = F.cross_entropy(model(x[rows]), y[rows])
         (loss / K if K > 1 else loss).backward()  # gradients of the micro-batches add up
         total += loss.item()
-    world.average_gradients(model.parameters())
+    world.average_gradients(params)
     return world.mean(total / K)
 
 

@@ -224,8 +224,8 @@ import threading, numpy as np
 import tinygrad_lite, tinygrad_lite.optim as optim
 from tinygrad_lite import Tensor
 names = lambda: sorted(t.name for t in threading.enumerate() if t.name.startswith("tinygrad_lite"))
-p = Tensor(np.zeros(1 << 20), requires_grad=True, dtype=np.float32)
-p.grad = np.ones(1 << 20, np.float32)
+p = Tensor(np.zeros(1 << 22), requires_grad=True, dtype=np.float32)  # large enough for the pool
+p.grad = np.ones(1 << 22, np.float32)
 opt = optim.AdamW([p])
 opt.step(); optim.clip_grad_norm_([p], 1.0)
 assert tinygrad_lite.fast.get_num_threads() == 1 and names() == [], names()

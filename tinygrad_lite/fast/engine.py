@@ -11,6 +11,8 @@ Beside the math-first `MathGrads` (gradients as Tensors, each op's backward in T
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .. import observe
@@ -97,15 +99,24 @@ class FastGrads:
     create_graph = False
 
     def __init__(self):
-        self.handed: set[int] = set()  # ids of memory already passed around: never modified in place
+        # memory already passed around, never to be modified in place: id -> a weak reference to the array,
+        # for an id alone would also match a fresh array that reuses the address of one freed since
+        self.handed: dict[int, weakref.ref] = {}
+
+    def _hand(self, a: np.ndarray) -> None:
+        self.handed[id(a)] = weakref.ref(a)
+
+    def _was_handed(self, a: np.ndarray) -> bool:
+        ref = self.handed.get(id(a))
+        return ref is not None and ref() is a
 
     def start(self, g: Tensor) -> Slot:
-        self.handed.add(id(_root(g.data)))
+        self._hand(_root(g.data))
         return Slot(g.data, False)
 
     def node(self, ctx, slot: Slot) -> tuple:
         g = slot.array()
-        self.handed.add(id(_root(g)))
+        self._hand(_root(g))
         if ctx.impl is not ctx.fn:  # the forward ran a fast kernel: its backward works on arrays
             grads = observe.current.backward(ctx, ctx.impl.backward, g)
         else:  # the math-first backward, on Tensors (no graph is recorded: grad mode is off)
@@ -114,15 +125,16 @@ class FastGrads:
         grads = [x.data if isinstance(x, Tensor) else x for x in grads]
         # memory returned to more than one input (e.g. `t = g * s; return t, t`) is owned by neither:
         # adding into it in place for one input would corrupt the other's gradient
-        roots = [id(_root(x)) if isinstance(x, np.ndarray) else None for x in grads]
+        roots = [_root(x) if isinstance(x, np.ndarray) else None for x in grads]
+        ids = [id(r) for r in roots]
         slots = []
         for x, root in zip(grads, roots):
             if x is None:
                 slots.append(None)
                 continue
-            owned = root is not None and root not in self.handed and roots.count(root) == 1 and x.flags.writeable
+            owned = root is not None and not self._was_handed(root) and ids.count(id(root)) == 1 and x.flags.writeable
             if root is not None:
-                self.handed.add(root)
+                self._hand(root)
             slots.append(Slot(x, owned or isinstance(x, SparseGrad)))
         return slots
 
@@ -167,7 +179,7 @@ class FastGrads:
             np.add(leaf.grad, g, out=leaf.grad)
         if slot.value is g:  # .grad holds this array now: no one may add into it in place any more
             slot.owned = False
-            self.handed.add(id(_root(g)))
+            self._hand(_root(g))
 
 
 def _readonly_tensor(g: np.ndarray) -> Tensor:

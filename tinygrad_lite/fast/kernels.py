@@ -215,15 +215,15 @@ class GELU:
             return x * ctx.cdf
         x = np.atleast_1d(x)  # in-place ufuncs need arrays: 0-d arithmetic gives NumPy scalars
         xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)
-        th = xc * xc
-        th *= _GELU_C * _GELU_A
-        th += _GELU_C
-        th *= xc
-        np.tanh(th, out=th)  # th = tanh(c (x + a x^3)) = tanh(x (c + c a x^2))
-        ctx.th = th
-        y = np.add(th, 1.0, out=xc)
-        y *= x
-        y *= 0.5  # y = 0.5 x (1 + th)
+        x2 = np.multiply(xc, xc)  # kept: the backward's 1 + 3 a x^2
+        u = x2 * (_GELU_C * _GELU_A)
+        u += _GELU_C
+        u *= xc
+        np.tanh(u, out=u)
+        u += 1.0  # u = 1 + tanh(c (x + a x^3)), kept
+        ctx.x2, ctx.u = x2, u
+        y = np.multiply(u, x, out=xc)
+        y *= 0.5  # y = 0.5 x (1 + tanh(...))
         return y.reshape(ctx.saved[0].shape)
 
     @staticmethod
@@ -240,18 +240,16 @@ class GELU:
             d += ctx.cdf.reshape(d.shape)
             d *= g
             return d.reshape(shape), None
-        th = ctx.th  # dy/dx = 0.5 (1 + th) + 0.5 c x (1 + 3 a x^2) (1 - th^2), th (1-D at least)
-        xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)
-        d = xc * xc
-        d *= 1.5 * _GELU_C * _GELU_A
+        # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(...); with u = 1 + t, 1 - t^2 = (2 - u) u:
+        # dy/dx = u (0.5 + (2 - u) w), w = x (c/2 + 3 a c/2 x^2). Clipped |x| > 10: u is exactly 0 or 2.
+        u = ctx.u
+        d = ctx.x2 * (1.5 * _GELU_C * _GELU_A)
         d += 0.5 * _GELU_C
-        d *= xc  # 0.5 c x (1 + 3 a x^2)
-        t = np.multiply(th, th, out=xc)
-        np.subtract(1.0, t, out=t)
-        d *= t  # ... (1 - th^2)
-        np.multiply(th, 0.5, out=t)
-        d += t
+        d *= x  # w
+        t = np.subtract(2.0, u)
+        d *= t  # (2 - u) w
         d += 0.5
+        d *= u
         d *= g
         return d.reshape(shape), None
 

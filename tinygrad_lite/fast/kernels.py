@@ -20,7 +20,7 @@ import numpy as np
 from .. import functional as F
 from .. import special
 from .. import tensor as T
-from . import kernel
+from .registry import kernel
 from .engine import RowGrad, SliceGrad
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import optim
-from . import kernel
+from .registry import kernel
 
 _CHUNK = 1 << 18  # elements per chunk. Large: every ufunc call hands the GIL to the other thread, and on
 #                   a 2-core VM a handoff costs more than a cache miss (gpt2 AdamW: 317 ms at 32K, 134 at 256K)

@@ -5,7 +5,9 @@ with PyTorch eager on a model of exactly the same shapes and weights, when torch
     python benchmarks/bench_step.py --config gpt2 --runs 7
 
 Each side runs in its own worker process; steps are interleaved (ours, torch, torch-math, ours, ...)
-so that load on a shared machine hits all alike; the medians and their ratios are printed. PyTorch
+so that load on a shared machine hits all alike; the medians and their ratios are printed. Ours runs
+twice: `ours`, one process, and `ours-workers`, each batch split over one worker process per core
+(tinygrad_lite.fast.DataParallel: NumPy's elementwise ops use one core, PyTorch's use all). PyTorch
 runs twice: `torch` with its fused attention (F.scaled_dot_product_attention, its best eager path:
 the ratios are against it) and `torch-math` with attention written out (softmax(q k^T / sqrt(d)) v).
 Also: model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS.
@@ -44,16 +46,24 @@ def make_batch(cfg: GPTConfig, B: int, T: int, seed: int = 0):
 
 # ------------------------------------------------------------------ ours
 class Ours:
-    def __init__(self, cfg: GPTConfig, seed: int = 0):
+    def __init__(self, cfg: GPTConfig, seed: int = 0, workers: int = 0):
         self.model = GPT(cfg, seed=seed)
         self.opt = optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
+        self.par = fast.DataParallel(self.model, workers=workers) if workers else None
 
     def step(self, x, y) -> float:
-        loss = F.cross_entropy(self.model(x), y)
-        loss.backward()
+        if self.par is not None:  # forward and backward of each half of the batch in its own process
+            loss = self.par.backward(x, y)
+        else:
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            loss = loss.item()
         self.opt.step()
         self.opt.zero_grad()
-        return loss.item()
+        return loss
+
+    def pids(self) -> list[int]:
+        return [] if self.par is None else [p.pid for p in self.par._procs]
 
 
 # ------------------------------------------------------------------ PyTorch, the same model
@@ -140,10 +150,10 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def _vm_hwm_mb() -> float:
+def _vm_hwm_mb(pid: int | str = "self") -> float:
     """Peak RSS of this process image. (ru_maxrss would also count the parent's RSS at fork time.)"""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -162,10 +172,11 @@ def worker(side: str, name: str, weights: str) -> None:
     cfg = GPTConfig(**overrides)
     x, y = make_batch(cfg, B, T)
     fast.reuse_freed_memory()  # malloc reuse; torch's side skips it (TINYGRAD_LITE_SYSTEM_MALLOC) unless --tuned-torch
-    if side == "ours":
+    if side.startswith("ours"):
         fast.set_num_threads(os.cpu_count() or 1)  # the optimizer's threads
-        runner = Ours(cfg)
-        np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
+        runner = Ours(cfg, workers=(os.cpu_count() or 1) if side == "ours-workers" else 0)
+        if side == "ours":
+            np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
     else:
         runner = Torch(cfg, np.load(weights), fused_attention=side == "torch")
     print(json.dumps({"ready": True}), flush=True)
@@ -176,8 +187,9 @@ def worker(side: str, name: str, weights: str) -> None:
             for _ in range(n):
                 loss = runner.step(x, y)
             reply = {"seconds": (time.perf_counter() - t) / n, "loss": loss}
-        else:
-            reply = {"peak_rss_mb": _vm_hwm_mb()}
+        else:  # with its workers' (the shared parameters count once per process)
+            pids = runner.pids() if isinstance(runner, Ours) else []
+            reply = {"peak_rss_mb": _vm_hwm_mb() + sum(_vm_hwm_mb(pid) for pid in pids)}
         print(json.dumps(reply), flush=True)
 
 
@@ -212,12 +224,14 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "weights.npz")
         sides = {"ours": Side("ours", name, weights)}
+        sides["ours-workers"] = Side("ours-workers", name, weights)
         if have_torch:
             sides["torch"] = Side("torch", name, weights, tuned_torch)  # SDPA: the ratios are against this one
             sides["torch-math"] = Side("torch-math", name, weights, tuned_torch)  # attention written out
         first = {k: s.ask("step 1")["loss"] for k, s in sides.items()}  # same weights, same batch
         if have_torch:
             assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
+        assert abs(first["ours"] - first["ours-workers"]) < 1e-5 * max(1.0, abs(first["ours"])), first
         times = {k: [] for k in sides}
         for i in range(max(warmup - 1, 0) + runs):
             for k, s in sides.items():  # interleaved A/B; the pause lets idle threads park
@@ -234,11 +248,12 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
           f"({flops / 1e9:.1f} GFLOP/step)")
     for k, m in med.items():
         spread = f"min {min(times[k]) * 1e3:.1f} max {max(times[k]) * 1e3:.1f}"
-        print(f"  {k:6s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}   "
+        print(f"  {k:12s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}   "
               f"peak RSS {mem[k]:,.0f} MB")
     if have_torch:
-        print(f"  ratio ours/torch: time {med['ours'] / med['torch']:.3f}x   peak RSS {mem['ours'] / mem['torch']:.3f}x"
-              f"   (ours/torch-math: time {med['ours'] / med['torch-math']:.3f}x)")
+        for k in ("ours", "ours-workers"):
+            print(f"  ratio {k}/torch: time {med[k] / med['torch']:.3f}x   peak RSS {mem[k] / mem['torch']:.3f}x"
+                  f"   ({k}/torch-math: time {med[k] / med['torch-math']:.3f}x)")
 
 
 def main() -> None:
@@ -252,7 +267,7 @@ def main() -> None:
                          "mean (default 1)")
     ap.add_argument("--tuned-torch", action="store_true",
                     help="run PyTorch with our malloc setting too (tinygrad_lite.memory); default: as users run it")
-    ap.add_argument("--worker", choices=["ours", "torch", "torch-math"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours", "ours-workers", "torch", "torch-math"], help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

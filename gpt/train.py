@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 import tinygrad_lite.functional as F
 from tinygrad_lite import no_grad
+from tinygrad_lite.fast import DataParallel, WorkerError
 from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 
 from . import checkpoint
@@ -89,6 +90,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 12  # B, per rank (mpiexec -n N: the global batch is N * B * grad_accum)
     grad_accum: int = 1  # K: micro-batches of batch_size per step, their gradients summed (loss scaled by 1/K)
+    workers: int = 1  # worker processes each batch is split over (tinygrad_lite.fast.DataParallel); 1: none
     dtype: str = "float32"  # of the model and its training: "float32" or "float64"
     max_iters: int = 2000
     lr: float = 1e-3  # peak learning rate, reached after warmup
@@ -128,7 +130,7 @@ class TrainConfig:
             if self.tokenizer != "gpt2":
                 raise UsageError(f"--init-from {self.init_from} is a GPT-2 model: it needs --tokenizer gpt2, "
                                  f"got --tokenizer {self.tokenizer}")
-        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "grad_accum", "workers", "eval_interval", "eval_iters"):
             _check(name, int, lambda v: v >= 1, ">= 1", getattr(self, name))
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"--dtype must be float32 or float64, got {self.dtype!r}")
@@ -207,11 +209,12 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict[str, Any]]:
 
 @no_grad()
 def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters: int, seed: int,
-             progress: bool = False, world: World | None = None) -> dict[str, float]:
+             progress: bool = False, world: World | None = None, par: DataParallel | None = None) -> dict[str, float]:
     """Mean loss over ``iters`` (B, T) batches of each split, dropout off; batches from ``default_rng([seed, 2])``.
 
     With a `world` of N ranks, B is the global batch: each rank takes its B / N rows of every batch.
-    ``progress``: a progress bar on stderr (a terminal) once the pass has taken a second."""
+    ``progress``: a progress bar on stderr (a terminal) once the pass has taken a second. ``par``: the
+    model's DataParallel, to split each batch over its workers."""
     world = world or World()
     was_training = model.training
     model.eval()
@@ -224,7 +227,8 @@ def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters
             total = 0.0
             for _ in range(iters):
                 x, y = data.get_batch(split, batch_size, block_size, rng)
-                total += F.cross_entropy(model(x[rows]), y[rows]).item()
+                total += (par.loss(x[rows], y[rows]) if par is not None
+                          else F.cross_entropy(model(x[rows]), y[rows]).item())
                 bar.update(1)
             out[f"{split}_loss"] = world.mean(total) / iters
     model.train(was_training)
@@ -248,6 +252,10 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     model = _build_model(cfg, data.vocab_size, ckpt)
     data.check_block_size(model.config.block_size)
     T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
+    if cfg.workers > 1 and model.config.dropout > 0:
+        raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the dropout "
+                         f"masks of one process: give --dropout 0, or --workers 1 (dropout is "
+                         f"{model.config.dropout:g})")
     dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
     run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -285,7 +293,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     def run_eval(n_batches: int) -> dict[str, float]:
         world.check_replicas(params)  # every rank must still hold the same model
         result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
-                                         cfg.progress and world.is_main, world)}  # batches of the global size
+                                         cfg.progress and world.is_main, world, par)}  # batches of the global size
         bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(result[k])]
         if bad:
             raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
@@ -311,7 +319,10 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     stepping = False  # inside optimizer.step(): the parameters are half updated
     bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress and world.is_main else True,
                desc="train", dynamic_ncols=True, file=sys.stderr)
+    par = None
     try:
+        if cfg.workers > 1:  # the parameters move into memory shared with the workers
+            par = DataParallel(model, workers=cfg.workers)
         with _CtrlC() as ctrl_c, _no_overflow_warnings():
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:
@@ -324,7 +335,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     lr = cfg.lr_at(it)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    loss = _gradient(model, params, data, rng, T, B, K, world, dropout_rngs)  # mean over N K B rows
+                    loss = _gradient(model, params, data, rng, T, B, K, world, dropout_rngs, par)  # mean of N K B rows
                     norm = clip_grad_norm_(params, max_norm)  # before clipping
                     if not (math.isfinite(loss) and math.isfinite(norm)):  # before the step: weights intact
                         raise diverged(it + 1, f"loss is {loss}, gradient norm {norm} (lr {lr:.3g})")
@@ -356,14 +367,18 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
             save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
+    except WorkerError as e:
+        raise RunFailed(f"--workers {cfg.workers}: {e}") from None
     finally:
         bar.close()
+        if par is not None:
+            par.close()  # the model's parameters are copied back out of the shared memory
     done = it - start_iter
     metrics = {"iters": it, "train_loss": last["train_loss"], "val_loss": last["val_loss"],
                "seconds": seconds + time.perf_counter() - t_start,
                "tokens_per_second": done * tokens_per_iter / train_seconds if done else 0.0,
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
-               "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N,
+               "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N, "workers": cfg.workers,
                "allreduce_seconds_per_iter": world.allreduce_seconds / done if done else 0.0}
     if world.is_main:
         text = json.dumps(metrics, indent=1)
@@ -372,10 +387,11 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
 
 
 def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator, T: int, B: int, K: int,
-              world: World, dropout_rngs: list) -> float:
+              world: World, dropout_rngs: list, par: DataParallel | None = None) -> float:
     """Fill every parameter's .grad with the gradient of the mean loss over one global batch, and return that
     loss. The global batch, N ranks x K micro-batches x B rows, is drawn once, alike on every rank; rank r
-    computes micro-batch k on rows part * B, part = k N + r, with loss / K, and the ranks average."""
+    computes micro-batch k on rows part * B, part = k N + r, with loss / K, and the ranks average. With
+    `par`, its workers share each micro-batch's rows."""
     x, y = data.get_batch("train", world.size * K * B, T, rng)  # (N K B, T), (N K B, T)
     for d in dropout_rngs:
         d.next_step()
@@ -387,6 +403,9 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
         for d in dropout_rngs:
             d.use_part(part)
         rows = slice(part * B, (part + 1) * B)
+        if par is not None:
+            total += par.backward(x[rows], y[rows], scale=1 / K)
+            continue
         loss = F.cross_entropy(model(x[rows]), y[rows])
         (loss / K if K > 1 else loss).backward()  # gradients of the micro-batches add up
         total += loss.item()
@@ -410,6 +429,7 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     rows = world.size * cfg.grad_accum * cfg.batch_size
     split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
              if rows != cfg.batch_size else "")
+    split += f", each batch split over {cfg.workers} worker processes" if cfg.workers > 1 else ""
     _say(f"batch: {rows}{split} x {c.block_size} = {rows * c.block_size:,} tokens per iteration; "
          f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
          f"{cfg.decay_iters})")

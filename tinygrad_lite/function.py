@@ -120,7 +120,7 @@ class Function:
             needs.append(is_tensor and a.requires_grad)
             arrays.append(a.data if is_tensor else a)
         like = _any_tensor(args)
-        record = state.grad_enabled and any(needs)
+        record = state.local.grad_enabled and any(needs)
         ctx = Context(cls, tuple(tensors), tuple(needs))
         try:
             out = observe.current.forward(ctx, ctx.impl, arrays)

@@ -1,11 +1,19 @@
-"""The engine's two global settings: whether ops record a graph (grad mode), and the default float dtype."""
+"""The engine's two settings: whether ops record a graph (grad mode, per thread), and the default float dtype."""
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
-grad_enabled = True  # read by Function.apply: record a graph node only when this is on
+
+class _Local(threading.local):
+    """Grad mode is per thread, as in PyTorch: a backward pass in one thread (which turns recording off)
+    or a `no_grad` block there leaves the forward pass another thread runs meanwhile unchanged."""
+    grad_enabled = True  # read by Function.apply: record a graph node only when this is on
+
+
+local = _Local()
 _default_dtype = np.dtype(np.float32)
 
 
@@ -24,7 +32,7 @@ def set_default_dtype(dtype) -> None:
 
 
 def is_grad_enabled() -> bool:
-    return grad_enabled
+    return local.grad_enabled
 
 
 class _GradMode:
@@ -32,12 +40,10 @@ class _GradMode:
     enabled = True
 
     def __enter__(self):
-        global grad_enabled
-        self._prev, grad_enabled = grad_enabled, self.enabled
+        self._prev, local.grad_enabled = local.grad_enabled, self.enabled
 
     def __exit__(self, *exc):
-        global grad_enabled
-        grad_enabled = self._prev
+        local.grad_enabled = self._prev
 
     def __call__(self, fn):
         @functools.wraps(fn)

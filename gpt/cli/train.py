@@ -34,6 +34,8 @@ _OPTIONS = [
                                         "is N x --batch-size x --grad-accum)"),
     ("--grad-accum", "grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the "
                                         "loss scaled by 1/K): the step of a K times larger batch"),
+    ("--workers", "workers", int, "worker processes each batch is split over, by rows (1: none; up to one per "
+                                  "core: the speed of PyTorch's threads for small models; needs --dropout 0)"),
     ("--dtype", "dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
     ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
     ("--lr", "lr", float, "peak learning rate, reached after the warmup"),

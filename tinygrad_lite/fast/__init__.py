@@ -6,6 +6,8 @@
   math-first backward (the kernel's forward saves what that needs).
 - `FastGrads` (engine.py) adds gradients in place when no one else holds the array, and keeps
   sparse gradients (an embedding's rows, a slice) sparse.
+- `DataParallel(model, workers=N)` (workers.py) splits each batch by rows over N worker processes that
+  share the parameters' memory: the cores NumPy's one-core elementwise ops leave idle.
 - Process-wide switches are opt-in calls, never import side effects: `reuse_freed_memory()` (malloc
   tuning), `set_num_threads(n)` (a thread pool for the optimizers), or both: `tune_process()`.
 
@@ -19,6 +21,7 @@ from . import engine, kernels  # noqa: F401  (register the kernels and FastGrads
 from .memory import reuse_freed_memory
 from .optim import get_num_threads, set_num_threads  # noqa: F401  (optimizer kernels; opt-in thread pool)
 from .registry import KERNELS, disabled, enable, is_enabled, kernel  # noqa: F401
+from .workers import DataParallel, WorkerError  # noqa: F401
 
 
 def tune_process(num_threads: int | None = None) -> None:

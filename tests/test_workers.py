@@ -1,0 +1,222 @@
+"""tinygrad_lite.fast.DataParallel: a batch split over worker processes gives the gradients and the loss of
+one process, sees every optimizer step, survives bad input and a dead worker; gpt train --workers."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import tinygrad_lite.functional as F
+from gpt.cli import main
+from gpt.config import GPTConfig
+from gpt.model import GPT
+from gpt.train import TrainConfig, train
+from tinygrad_lite import Tensor, no_grad, optim
+from tinygrad_lite.fast import DataParallel, WorkerError
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="DataParallel needs POSIX")
+
+CFG = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+
+
+def _model(seed=0, dropout=0.0):
+    return GPT(GPTConfig(**{**CFG.to_dict(), "dropout": dropout}), seed=seed, dtype=np.float64)
+
+
+def _batch(B, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 11, (B, 8)), rng.integers(0, 11, (B, 8))
+
+
+def _plain_grads(model, x, y):
+    for p in model.parameters():
+        p.grad = None
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    grads = [p.grad.copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    return loss.item(), grads
+
+
+def failing_loss(model, x, y):  # module level: workers import it by name
+    raise ValueError("no loss for you")
+
+
+def weighted_sum_loss(model, x, y):  # a loss that is a mean over rows, not cross-entropy
+    return (model(x) * Tensor(np.linspace(-1, 1, 11), dtype=np.float64)).mean()
+
+
+@pytest.mark.parametrize("B,workers", [(6, 2), (5, 2), (7, 3), (1, 2)])  # even, uneven, 3 parts, fewer rows
+def test_gradients_and_loss_equal_one_process(B, workers):
+    model = _model()
+    x, y = _batch(B)
+    loss, want = _plain_grads(model, x, y)
+    with DataParallel(model, workers=workers) as par:
+        got_loss = par.backward(x, y)
+        got = [p.grad for p in model.parameters()]
+        with no_grad():
+            assert par.loss(x, y) == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-13, abs=0)
+    assert got_loss == pytest.approx(loss, rel=1e-13, abs=0)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
+
+
+def test_scale_accumulates_into_grad_like_backward():
+    model = _model()
+    x, y = _batch(4)
+    _, want = _plain_grads(model, x, y)
+    before = [np.random.default_rng(i).standard_normal(p.shape) for i, p in enumerate(model.parameters())]
+    for p, b in zip(model.parameters(), before):
+        p.grad = b.copy()
+    with DataParallel(model, workers=2) as par:
+        par.backward(x, y, scale=0.25)  # as (0.25 * loss).backward(): adds into .grad
+    for p, b, w in zip(model.parameters(), before, want):
+        np.testing.assert_allclose(p.grad, b + 0.25 * w, rtol=1e-11, atol=1e-14)
+
+
+def test_custom_loss_fn():
+    model = _model()
+    x, y = _batch(6)
+    for p in model.parameters():
+        p.grad = None
+    weighted_sum_loss(model, x, y).backward()
+    want = [p.grad.copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = None
+    with DataParallel(model, weighted_sum_loss, workers=2) as par:
+        par.backward(x, y)
+    for p, w in zip(model.parameters(), want):
+        np.testing.assert_allclose(p.grad, w, rtol=1e-10, atol=1e-15)
+
+
+def test_training_steps_equal_one_process():
+    """Workers read the parameters the parent's optimizer updates in place: 5 AdamW steps as in one process."""
+    ref, model = _model(), _model()
+    ref_opt = optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.1)
+    opt = optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    with DataParallel(model, workers=2) as par:
+        for step in range(5):
+            x, y = _batch(6, seed=step)
+            _, grads = _plain_grads(ref, x, y)
+            for p, g in zip(ref.parameters(), grads):
+                p.grad = g
+            ref_opt.step()
+            ref_opt.zero_grad()
+            par.backward(x, y)
+            opt.step()
+            opt.zero_grad()
+        state = model.state_dict()
+    for k, v in ref.state_dict().items():
+        np.testing.assert_allclose(state[k], v, rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def test_replaced_parameter_data_is_picked_up():
+    model, other = _model(seed=0), _model(seed=5)
+    x, y = _batch(4)
+    with DataParallel(model, workers=2) as par:
+        par.backward(x, y)
+        for p, q in zip(model.parameters(), other.parameters()):
+            p.data = q.data.copy()  # a new array, not written in place
+            p.grad = None
+        par.backward(x, y)
+        got = [p.grad.copy() for p in model.parameters()]
+    _, want = _plain_grads(other, x, y)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-14)
+
+
+def test_close_leaves_a_private_usable_model_and_stops_the_workers():
+    model = _model()
+    x, y = _batch(4)
+    par = DataParallel(model, workers=2)
+    procs = list(par._procs)
+    par.backward(x, y)
+    par.close()
+    assert all(p.poll() is not None for p in procs)
+    assert all(p.data.flags.writeable and p.data.base is None for p in model.parameters())
+    loss, _ = _plain_grads(model, x, y)  # the model works on its own again
+    assert np.isfinite(loss)
+    with pytest.raises(RuntimeError, match="closed"):
+        par.backward(x, y)
+    par.close()  # twice is fine
+
+
+def test_dropout_is_refused_while_training_and_allowed_in_eval():
+    model = _model(dropout=0.1)
+    x, y = _batch(4)
+    with DataParallel(model, workers=2) as par:
+        with pytest.raises(ValueError, match="dropout"):
+            par.backward(x, y)
+        model.eval()
+        assert np.isfinite(par.loss(x, y))
+
+
+def test_bad_input_is_named():
+    model = _model()
+    with pytest.raises(TypeError, match="loss_fn must be a module-level function"):
+        DataParallel(model, lambda m, x, y: F.cross_entropy(m(x), y), workers=2)
+    main_loss = type(failing_loss)(failing_loss.__code__, {"__name__": "__main__"}, "script_loss")
+    with pytest.raises(TypeError, match="script_loss is defined in __main__"):
+        DataParallel(model, main_loss, workers=2)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="workers must be a positive int"):
+            DataParallel(model, workers=bad)
+    x, y = _batch(4)
+    with DataParallel(model, workers=2) as par:
+        with pytest.raises(ValueError, match="same nonzero length along axis 0"):
+            par.backward(x, y[:3])
+        with pytest.raises(ValueError, match="same nonzero length"):
+            par.backward(x[:0], y[:0])
+        with pytest.raises(ValueError, match="needs a batch"):
+            par.backward()
+
+
+def test_a_failing_loss_names_the_worker_and_its_error_and_the_workers_go_on():
+    model = _model()
+    x, y = _batch(4)
+    with DataParallel(model, failing_loss, workers=2) as par:
+        with pytest.raises(WorkerError, match="worker 0 failed.*no loss for you"):
+            par.backward(x, y)
+        with pytest.raises(WorkerError, match="no loss for you"):
+            par.loss(x, y)
+
+
+def test_a_dead_worker_is_named_and_closes_the_rest():
+    model = _model()
+    x, y = _batch(4)
+    par = DataParallel(model, workers=2)
+    par._procs[1].send_signal(signal.SIGKILL)
+    par._procs[1].wait()
+    with pytest.raises(WorkerError, match="worker 1 .* died"):
+        par.backward(x, y)
+    with pytest.raises(RuntimeError, match="closed"):
+        par.backward(x, y)
+    assert all(p.data.base is None for p in model.parameters())  # the parameters were copied back out
+
+
+def test_gpt_train_with_workers_takes_the_steps_of_one_process(tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("To be, or not to be, that is the question:\n" * 40, encoding="utf-8")
+
+    def run(workers):
+        cfg = TrainConfig(data=str(text), out=str(tmp_path / f"w{workers}"), batch_size=5, max_iters=6,
+                          warmup_iters=1, eval_interval=3, eval_iters=2, seed=3, progress=False, dtype="float64",
+                          workers=workers, model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0))
+        return train(cfg)
+
+    one, two = run(1), run(2)
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-11)
+    assert [e["val_loss"] for e in two["evals"]] == pytest.approx([e["val_loss"] for e in one["evals"]], rel=1e-11)
+    assert two["workers"] == 2
+
+
+def test_cli_workers_flag(tmp_path, capsys):
+    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+             "--max-iters", "2", "--eval-iters", "1", "--no-progress"]
+    assert main(["train", *small, "--workers", "0", "--out", str(tmp_path / "a")]) == 2
+    assert "--workers must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(["train", *small, "--workers", "2", "--dropout", "0.1", "--out", str(tmp_path / "b")]) == 2
+    assert "--workers 2 splits each batch over processes" in capsys.readouterr().err
+    assert main(["train", *small, "--workers", "2", "--out", str(tmp_path / "c")]) == 0
+    assert "each batch split over 2 worker processes" in capsys.readouterr().err

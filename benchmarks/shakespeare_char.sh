@@ -11,7 +11,10 @@
 # earlier session's re-run of nanoGPT's own loop reproduced 1.8857 at step 2000 over 20 batches and
 # 1.898 over 200 (seeds 1, 2: 1.893, 1.909): the recipe lands near 1.90 on this metric.
 #
-#   bash benchmarks/shakespeare_char.sh            # PYTHON, DATA, OUT and SEED may be set in the environment
+#   bash benchmarks/shakespeare_char.sh            # PYTHON, DATA, OUT, SEED and WORKERS may be set in the environment
+#
+# WORKERS (default: one per core) splits each batch over that many worker processes (--workers), as
+# PyTorch spreads each op over its threads; WORKERS=1 runs the plain one-process loop.
 #
 # Prints the final val loss and the wall time of the whole `python -m gpt train` command. When torch
 # is installed (and TORCH_REFERENCE is not 0) it then runs shakespeare_char_torch.py, the same run in
@@ -22,6 +25,7 @@ PYTHON=${PYTHON:-python}
 DATA=${DATA:-shakespeare}  # the text shipped in the package (gpt/assets)
 OUT=${OUT:-$(mktemp -d)/shakespeare-char}
 SEED=${SEED:-1337}
+WORKERS=${WORKERS:-$("$PYTHON" -c "import os; print(os.cpu_count() or 1)")}
 
 start=$(date +%s.%N)
 "$PYTHON" -m gpt train --data "$DATA" --tokenizer char \
@@ -29,7 +33,7 @@ start=$(date +%s.%N)
     --batch-size 12 --max-iters 2000 --lr 1e-3 --min-lr 1e-4 --warmup-iters 100 \
     --beta1 0.9 --beta2 0.99 --weight-decay 0.1 --grad-clip 1.0 \
     --eval-interval 250 --eval-iters 20 --final-eval-iters 200 --seed "$SEED" \
-    --out "$OUT" --no-progress
+    --workers "$WORKERS" --out "$OUT" --no-progress
 end=$(date +%s.%N)
 
 torch_json=""

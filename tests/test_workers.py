@@ -220,3 +220,32 @@ def test_cli_workers_flag(tmp_path, capsys):
     assert "--workers 2 splits each batch over processes" in capsys.readouterr().err
     assert main(["train", *small, "--workers", "2", "--out", str(tmp_path / "c")]) == 0
     assert "each batch split over 2 worker processes" in capsys.readouterr().err
+
+
+def test_an_interrupted_call_stops_the_workers_and_keeps_the_model():
+    model = _model()
+    x, y = _batch(4)
+    par = DataParallel(model, workers=2)
+    procs = list(par._procs)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    par._conns[1].recv = interrupted  # Ctrl-C while waiting for worker 1's answer
+    with pytest.raises(KeyboardInterrupt):
+        par.backward(x, y)
+    assert all(p.poll() is not None for p in procs)  # out of step with us: stopped, not left running
+    assert all(p.data.base is None for p in model.parameters())
+    with pytest.raises(RuntimeError, match="closed"):
+        par.loss(x, y)
+
+
+def test_not_enough_shared_memory_is_named():
+    from tinygrad_lite.fast.workers import _shared_file
+    with pytest.raises(OSError, match=r"needs [\d,]+ MB of shared memory"):
+        _shared_file(1 << 62)
+    fd = _shared_file(1 << 20)  # an unlinked file with its space reserved
+    try:
+        assert os.fstat(fd).st_size == 1 << 20 and os.fstat(fd).st_nlink == 0
+    finally:
+        os.close(fd)

@@ -62,6 +62,28 @@ def _layout(shapes: list) -> tuple[list[int], int]:
     return offsets, max(n, _ALIGN)
 
 
+def _shared_file(nbytes: int) -> int:
+    """An open, already unlinked file of nbytes, its space reserved: in /dev/shm (memory) when it has the room
+    (a container's is often 64 MB), else in the temporary directory (the page cache keeps it in memory)."""
+    places = [d for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)]
+    for d in places:
+        st = os.statvfs(d)
+        if st.f_bavail * st.f_frsize < nbytes * 1.05:
+            continue
+        fd, path = tempfile.mkstemp(prefix="tinygrad_lite-", dir=d)
+        os.unlink(path)
+        try:  # reserve the pages now: running out of them later would kill the process with SIGBUS
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, nbytes)
+            else:
+                os.ftruncate(fd, nbytes)
+            return fd
+        except OSError:
+            os.close(fd)
+    raise OSError(f"DataParallel needs {nbytes / 2**20:,.0f} MB of shared memory (the parameters and one gradient "
+                  f"per worker); none of {', '.join(places)} has that much free")
+
+
 def _views(flat: np.ndarray, offsets: list, shapes: list) -> list[np.ndarray]:
     return [flat[o:o + int(np.prod(s, dtype=np.int64))].reshape(s) for o, s in zip(offsets, shapes)]
 
@@ -95,11 +117,9 @@ class DataParallel:
         except Exception as e:
             raise TypeError(f"DataParallel sends the model and loss_fn to its workers by pickle, which failed: {e} "
                             f"(loss_fn must be a module-level function, not a lambda or a nested function)") from None
-        # one shared block: the parameters, then one gradient block per worker; its file is unlinked at once
-        fd, path = tempfile.mkstemp(prefix="tinygrad_lite-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-        os.unlink(path)
+        # one shared block: the parameters, then one gradient block per worker, in a file unlinked at once
+        fd = _shared_file((1 + workers) * n * self.dtype.itemsize)
         try:
-            os.ftruncate(fd, (1 + workers) * n * self.dtype.itemsize)
             self._mmap = mmap.mmap(fd, (1 + workers) * n * self.dtype.itemsize)
             self._procs, self._conns = self._start(fd, payload, n)
         finally:
@@ -109,7 +129,7 @@ class DataParallel:
         self._grads = [flat[(1 + w) * n:(2 + w) * n] for w in range(workers)]
         self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)
         try:
-            self._call([("setup", None, 0.0, False)] * workers)  # every worker has rebuilt the model, and is ready
+            self._call([("setup", None, 0.0, False, np.geterr())] * workers)  # every worker has rebuilt the model, and is ready
         except BaseException:
             self.close()
             raise
@@ -126,7 +146,7 @@ class DataParallel:
                 mine, theirs = socket.socketpair()
                 env["TINYGRAD_LITE_WORKER"] = f"{theirs.fileno()},{fd},{w},{n}"
                 procs.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
-                                              pass_fds=(theirs.fileno(), fd)))
+                                              pass_fds=(theirs.fileno(), fd), start_new_session=True))
                 theirs.close()
                 conns.append(Connection(mine.detach()))
             for conn in conns:
@@ -145,7 +165,8 @@ class DataParallel:
                              "its own masks, unlike one process (set dropout to 0, or train without DataParallel)")
         parts = self._split(batch)
         n = len(batch[0])
-        losses = self._call([("backward", part, scale * len(part[0]) / n, self.model.training) for part in parts])
+        losses = self._call([("backward", part, scale * len(part[0]) / n, self.model.training, np.geterr())
+                             for part in parts])
         flat = self._grads[0].copy() if len(parts) == 1 else np.add(self._grads[0], self._grads[1])
         for g in self._grads[2:len(parts)]:
             flat += g
@@ -160,7 +181,7 @@ class DataParallel:
         """loss_fn(model, *batch) as a float, with no graph (an evaluation)."""
         parts = self._split(batch)
         n = len(batch[0])
-        losses = self._call([("loss", part, 0.0, self.model.training) for part in parts])
+        losses = self._call([("loss", part, 0.0, self.model.training, np.geterr()) for part in parts])
         return sum(loss * len(part[0]) / n for loss, part in zip(losses, parts))
 
     # ------------------------------------------------------------ plumbing
@@ -238,7 +259,7 @@ def _stop(procs: list, conns: list) -> None:
     """Ask the workers to stop, and kill any that does not within a few seconds."""
     for conn in conns:
         try:
-            conn.send(("stop", None, 0.0, False))
+            conn.send(("stop", None, 0.0, False, None))
             conn.close()
         except OSError:
             pass
@@ -274,7 +295,7 @@ def _serve() -> None:
         error = traceback.format_exc()
     while True:
         try:
-            kind, batch, weight, training = conn.recv()
+            kind, batch, weight, training, errstate = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
         if kind == "stop":
@@ -282,7 +303,8 @@ def _serve() -> None:
         try:
             if error is not None:
                 raise RuntimeError(f"the worker could not rebuild the model:\n{error}")
-            answer = ("ok", _answer(model, loss_fn, params, grads, kind, batch, weight, training))
+            with np.errstate(**errstate):  # the parent's: overflow warnings off in the worker when off there
+                answer = ("ok", _answer(model, loss_fn, params, grads, kind, batch, weight, training))
         except Exception:
             answer = ("error", traceback.format_exc())
         try:

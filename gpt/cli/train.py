@@ -5,6 +5,7 @@ Examples:
     python -m gpt train                                  # char-level Tiny Shakespeare (shipped), out/shakespeare
     python -m gpt train --max-iters 30 --out /tmp/quick  # a quick look: warmup and decay follow --max-iters
     python -m gpt train --resume --out out/shakespeare   # continue a run (after Ctrl-C, or with more --max-iters)
+    python -m gpt train --workers 2                      # each batch split over 2 processes: one per core
     python -m gpt train --data input.txt --tokenizer gpt2 --out out/mine
     python -m gpt train --init-from gpt2 --block-size 128 --lr 3e-5 --max-iters 200 --out out/ft   # fine-tune
 

@@ -21,6 +21,7 @@ POSIX only (the workers get their socket and the shared memory as inherited file
 """
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import pickle
@@ -84,6 +85,22 @@ def _shared_file(nbytes: int) -> int:
                   f"per worker); none of {', '.join(places)} has that much free")
 
 
+def _pickle(obj, shared: dict) -> bytes:
+    """pickle.dumps(obj), writing each array whose id is in `shared` as its index there (no copy of its data)."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.persistent_id = lambda obj: shared.get(id(obj)) if isinstance(obj, np.ndarray) else None
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+def _unpickle(data: bytes, arrays: list):
+    """The inverse of _pickle, given the arrays the indices stand for."""
+    unpickler = pickle.Unpickler(io.BytesIO(data))
+    unpickler.persistent_load = lambda i: arrays[i]
+    return unpickler.load()
+
+
 def _views(flat: np.ndarray, offsets: list, shapes: list) -> list[np.ndarray]:
     return [flat[o:o + int(np.prod(s, dtype=np.int64))].reshape(s) for o, s in zip(offsets, shapes)]
 
@@ -112,30 +129,37 @@ class DataParallel:
             raise TypeError(f"DataParallel's workers import the model's classes and loss_fn by name, but "
                             f"{', '.join(dict.fromkeys(in_main))} is defined in __main__ (the script being run): "
                             f"move it into a module the script imports")
-        try:  # the model and loss_fn travel to the workers by pickle: fail here, with the reason
-            payload = pickle.dumps((model, loss_fn))
-        except Exception as e:
-            raise TypeError(f"DataParallel sends the model and loss_fn to its workers by pickle, which failed: {e} "
-                            f"(loss_fn must be a module-level function, not a lambda or a nested function)") from None
         # one shared block: the parameters, then one gradient block per worker, in a file unlinked at once
         fd = _shared_file((1 + workers) * n * self.dtype.itemsize)
         try:
             self._mmap = mmap.mmap(fd, (1 + workers) * n * self.dtype.itemsize)
-            self._procs, self._conns = self._start(fd, payload, n)
+            flat = np.frombuffer(self._mmap, dtype=self.dtype)
+            self._pviews = _views(flat[:n], self.offsets, self.shapes)
+            self._grads = [flat[(1 + w) * n:(2 + w) * n] for w in range(workers)]
+            self._procs = self._conns = None
+            for p, v in zip(self.params, self._pviews):  # the parent's parameters move into the shared block
+                np.copyto(v, p.data)
+                p.data = v
+            try:  # the model and loss_fn travel by pickle, the parameters' arrays as references to the block
+                payload = _pickle((model, loss_fn), {id(v): i for i, v in enumerate(self._pviews)})
+            except Exception as e:
+                self.close()
+                raise TypeError(f"DataParallel sends the model and loss_fn to its workers by pickle, which failed: "
+                                f"{e} (loss_fn must be a module-level function, not a lambda or a nested "
+                                f"function)") from None
+            try:
+                self._procs, self._conns = self._start(fd, payload, n)
+            except BaseException:
+                self.close()
+                raise
         finally:
             os.close(fd)
-        flat = np.frombuffer(self._mmap, dtype=self.dtype)
-        self._pviews = _views(flat[:n], self.offsets, self.shapes)
-        self._grads = [flat[(1 + w) * n:(2 + w) * n] for w in range(workers)]
         self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)
         try:
-            self._call([("setup", None, 0.0, False, np.geterr())] * workers)  # every worker has rebuilt the model, and is ready
+            self._call([("setup", None, 0.0, False, np.geterr())] * workers)  # every worker is ready
         except BaseException:
             self.close()
             raise
-        for p, v in zip(self.params, self._pviews):  # the parent's parameters move into the shared block
-            np.copyto(v, p.data)
-            p.data = v
 
     def _start(self, fd: int, payload: bytes, n: int):
         env = dict(os.environ, **{k: "1" for k in _ONE_THREAD})
@@ -150,6 +174,7 @@ class DataParallel:
                 theirs.close()
                 conns.append(Connection(mine.detach()))
             for conn in conns:
+                conn.send((self.dtype.str, self.shapes))
                 conn.send_bytes(payload)
         except BaseException:
             _stop(procs, conns)
@@ -235,10 +260,9 @@ class DataParallel:
 
     def close(self) -> None:
         """Stop the workers; the model keeps its parameters (copied out of the shared memory)."""
-        if self._procs is None:
-            return
-        self._finalizer()
-        self._procs = self._conns = None
+        if self._procs is not None:
+            self._finalizer()
+            self._procs = self._conns = None
         for p, v in zip(self.params, self._pviews):
             if p.data is v:
                 p.data = v.copy()
@@ -279,16 +303,17 @@ def _serve() -> None:
     conn = Connection(sock)
     reuse_freed_memory()
     try:
-        model, loss_fn = pickle.loads(conn.recv_bytes())
-        params = model.parameters()
-        dtype = np.dtype(params[0].dtype)
-        shapes = [tuple(p.shape) for p in params]
+        dtype, shapes = conn.recv()
         offsets, _ = _layout(shapes)
         flat = np.frombuffer(mmap.mmap(fd, 0), dtype=dtype)
         os.close(fd)
-        for p, v in zip(params, _views(flat[:n], offsets, shapes)):
+        views = _views(flat[:n], offsets, shapes)
+        for v in views:
             v.flags.writeable = False  # the parent's optimizer owns the parameters
-            p.data = v
+        model, loss_fn = _unpickle(conn.recv_bytes(), views)  # its parameters are the shared arrays
+        params = model.parameters()
+        if len(params) != len(views) or any(p.data is not v for p, v in zip(params, views)):
+            raise RuntimeError("the unpickled model's parameters() are not the parent's, in its order")
         grads = _views(flat[(1 + w) * n:(2 + w) * n], offsets, shapes)
         error = None
     except Exception:

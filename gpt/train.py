@@ -90,7 +90,8 @@ class TrainConfig:
     # optimisation
     batch_size: int = 12  # B, per rank (mpiexec -n N: the global batch is N * B * grad_accum)
     grad_accum: int = 1  # K: micro-batches of batch_size per step, their gradients summed (loss scaled by 1/K)
-    workers: int = 1  # worker processes each batch is split over (tinygrad_lite.fast.DataParallel); 1: none
+    workers: int | None = None  # processes each batch is split over (tinygrad_lite.fast.DataParallel); 1: none;
+    # None: one per core (per rank's share of the cores under mpiexec), or 1 when the model has dropout
     dtype: str = "float32"  # of the model and its training: "float32" or "float64"
     max_iters: int = 2000
     lr: float = 1e-3  # peak learning rate, reached after warmup
@@ -130,13 +131,13 @@ class TrainConfig:
             if self.tokenizer != "gpt2":
                 raise UsageError(f"--init-from {self.init_from} is a GPT-2 model: it needs --tokenizer gpt2, "
                                  f"got --tokenizer {self.tokenizer}")
-        for name in ("batch_size", "grad_accum", "workers", "eval_interval", "eval_iters"):
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters"):
             _check(name, int, lambda v: v >= 1, ">= 1", getattr(self, name))
         if self.dtype not in ("float32", "float64"):
             raise UsageError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         _check("max_iters", int, lambda v: v >= 0, ">= 0", self.max_iters)
         _check("seed", int, lambda v: v >= 0, ">= 0", self.seed)
-        for name, low in (("warmup_iters", 0), ("lr_decay_iters", 1), ("final_eval_iters", 1)):
+        for name, low in (("warmup_iters", 0), ("lr_decay_iters", 1), ("final_eval_iters", 1), ("workers", 1)):
             if getattr(self, name) is not None:
                 _check(name, int, lambda v: v >= low, f">= {low} (or unset)", getattr(self, name))
         _check("lr", float, lambda v: v > 0.0, "> 0", self.lr)
@@ -252,10 +253,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     model = _build_model(cfg, data.vocab_size, ckpt)
     data.check_block_size(model.config.block_size)
     T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
-    if cfg.workers > 1 and model.config.dropout > 0:
-        raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the dropout "
-                         f"masks of one process: give --dropout 0, or --workers 1 (dropout is "
-                         f"{model.config.dropout:g})")
+    workers = _workers(cfg, model.config.dropout, world.size)
     dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
     run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
     optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -272,7 +270,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
             raise UsageError(f"--max-iters {cfg.max_iters} is below the run's iteration {it}: give --max-iters "
                              f">= {it} to continue it")
     if world.is_main:
-        _summary(cfg, data, model, it, ckpt, world)
+        _summary(cfg, data, model, it, ckpt, world, workers)
     saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
 
     def save(best_now: bool = False) -> None:
@@ -321,8 +319,8 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                desc="train", dynamic_ncols=True, file=sys.stderr)
     par = None
     try:
-        if cfg.workers > 1:  # the parameters move into memory shared with the workers
-            par = DataParallel(model, workers=cfg.workers)
+        if workers > 1:  # the parameters move into memory shared with the workers
+            par = DataParallel(model, workers=workers)
         with _CtrlC() as ctrl_c, _no_overflow_warnings():
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:
@@ -368,7 +366,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:
-        raise RunFailed(f"--workers {cfg.workers}: {e}") from None
+        raise RunFailed(f"--workers {workers}: {e}") from None
     finally:
         bar.close()
         if par is not None:
@@ -378,7 +376,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                "seconds": seconds + time.perf_counter() - t_start,
                "tokens_per_second": done * tokens_per_iter / train_seconds if done else 0.0,
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
-               "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N, "workers": cfg.workers,
+               "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N, "workers": workers,
                "allreduce_seconds_per_iter": world.allreduce_seconds / done if done else 0.0}
     if world.is_main:
         text = json.dumps(metrics, indent=1)
@@ -413,11 +411,25 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
     return world.mean(total / K)
 
 
+def _workers(cfg: TrainConfig, dropout: float, ranks: int) -> int:
+    """How many processes each batch is split over: --workers, else one per core this rank may use, unless
+    dropout is on (workers cannot draw the masks one process would) or the system is not POSIX."""
+    if cfg.workers is not None:
+        if cfg.workers > 1 and dropout > 0:
+            raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the "
+                             f"dropout masks of one process: give --dropout 0, or --workers 1 (dropout is {dropout:g})")
+        return cfg.workers
+    if dropout > 0 or os.name != "posix":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores // ranks, cfg.batch_size))
+
+
 def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # stderr, above any progress bar
 
 
-def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world: World) -> None:
+def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world: World, workers: int) -> None:
     """The start-up lines: data, model, batch and schedule, and where the run starts from."""
     c, tok = model.config, data.tokenizer
     source = "shakespeare (shipped Tiny Shakespeare)" if cfg.data == SHAKESPEARE else cfg.data
@@ -429,10 +441,11 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     rows = world.size * cfg.grad_accum * cfg.batch_size
     split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
              if rows != cfg.batch_size else "")
-    split += f", each batch split over {cfg.workers} worker processes" if cfg.workers > 1 else ""
     _say(f"batch: {rows}{split} x {c.block_size} = {rows * c.block_size:,} tokens per iteration; "
          f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
          f"{cfg.decay_iters})")
+    if workers > 1:
+        _say(f"workers: each batch split over {workers} processes (--workers 1: one process)")
     if ckpt is not None:
         _say(f"resuming from iter {it} ({ckpt.path})")
     elif cfg.init_from is not None:

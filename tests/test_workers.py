@@ -10,7 +10,8 @@ import tinygrad_lite.functional as F
 from gpt.cli import main
 from gpt.config import GPTConfig
 from gpt.model import GPT
-from gpt.train import TrainConfig, train
+from gpt.errors import UsageError
+from gpt.train import TrainConfig, _workers, train
 from tinygrad_lite import Tensor, no_grad, optim
 from tinygrad_lite.fast import DataParallel, WorkerError
 
@@ -215,11 +216,11 @@ def test_cli_workers_flag(tmp_path, capsys):
     small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
              "--max-iters", "2", "--eval-iters", "1", "--no-progress"]
     assert main(["train", *small, "--workers", "0", "--out", str(tmp_path / "a")]) == 2
-    assert "--workers must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--workers must be an integer >= 1 (or unset), got 0" in capsys.readouterr().err
     assert main(["train", *small, "--workers", "2", "--dropout", "0.1", "--out", str(tmp_path / "b")]) == 2
     assert "--workers 2 splits each batch over processes" in capsys.readouterr().err
     assert main(["train", *small, "--workers", "2", "--out", str(tmp_path / "c")]) == 0
-    assert "each batch split over 2 worker processes" in capsys.readouterr().err
+    assert "workers: each batch split over 2 processes" in capsys.readouterr().err
 
 
 def test_an_interrupted_call_stops_the_workers_and_keeps_the_model():
@@ -249,3 +250,17 @@ def test_not_enough_shared_memory_is_named():
         assert os.fstat(fd).st_size == 1 << 20 and os.fstat(fd).st_nlink == 0
     finally:
         os.close(fd)
+
+
+def test_default_workers_one_per_core_unless_dropout(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    cfg = TrainConfig(batch_size=12)
+    assert _workers(cfg, 0.0, 1) == 8  # one per core
+    assert _workers(cfg, 0.0, 2) == 4  # mpiexec -n 2: each rank its share of the cores
+    assert _workers(cfg, 0.0, 16) == 1
+    assert _workers(TrainConfig(batch_size=3), 0.0, 1) == 3  # no more workers than rows
+    assert _workers(cfg, 0.1, 1) == 1  # dropout does not split over processes
+    assert _workers(TrainConfig(workers=3), 0.0, 1) == 3
+    assert _workers(TrainConfig(workers=1), 0.1, 1) == 1
+    with pytest.raises(UsageError, match="--workers 2 splits each batch over processes.*--dropout 0"):
+        _workers(TrainConfig(workers=2), 0.1, 1)

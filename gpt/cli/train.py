@@ -5,7 +5,7 @@ Examples:
     python -m gpt train                                  # char-level Tiny Shakespeare (shipped), out/shakespeare
     python -m gpt train --max-iters 30 --out /tmp/quick  # a quick look: warmup and decay follow --max-iters
     python -m gpt train --resume --out out/shakespeare   # continue a run (after Ctrl-C, or with more --max-iters)
-    python -m gpt train --workers 2                      # each batch split over 2 processes: one per core
+    python -m gpt train --workers 1                      # one process (default: each batch split over one per core)
     python -m gpt train --data input.txt --tokenizer gpt2 --out out/mine
     python -m gpt train --init-from gpt2 --block-size 128 --lr 3e-5 --max-iters 200 --out out/ft   # fine-tune
 
@@ -35,8 +35,8 @@ _OPTIONS = [
                                         "is N x --batch-size x --grad-accum)"),
     ("--grad-accum", "grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the "
                                         "loss scaled by 1/K): the step of a K times larger batch"),
-    ("--workers", "workers", int, "worker processes each batch is split over, by rows (1: none; up to one per "
-                                  "core: the speed of PyTorch's threads for small models; needs --dropout 0)"),
+    ("--workers", "workers", int, "processes each batch is split over, by rows, sharing the model's memory (1: "
+                                  "none; default: one per core, or 1 with --dropout > 0, which they cannot split)"),
     ("--dtype", "dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
     ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
     ("--lr", "lr", float, "peak learning rate, reached after the warmup"),
@@ -65,7 +65,7 @@ _MODEL_OPTIONS = [
 ]
 _SHAPE = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from's model
 _METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL", "dtype": "{float32,float64}"}
-_INVOCATION = ("resume", "overwrite", "progress")  # per command, never taken from a resumed run
+_INVOCATION = ("resume", "overwrite", "progress", "workers")  # per command, never taken from a resumed run
 
 
 def register(subparsers) -> None:

@@ -22,6 +22,7 @@ POSIX only (the workers get their socket and the shared memory as inherited file
 from __future__ import annotations
 
 import io
+import json
 import mmap
 import os
 import pickle
@@ -163,7 +164,9 @@ class DataParallel:
 
     def _start(self, fd: int, payload: bytes, n: int):
         env = dict(os.environ, **{k: "1" for k in _ONE_THREAD})
-        code = f"import sys; sys.path[:0] = {sys.path!r}; from tinygrad_lite.fast.workers import _serve; _serve()"
+        env["TINYGRAD_LITE_WORKER_PATH"] = json.dumps(sys.path)  # find the model's modules as we do
+        code = ("import json, os, sys; sys.path[:0] = json.loads(os.environ['TINYGRAD_LITE_WORKER_PATH']); "
+                "from tinygrad_lite.fast.workers import _serve; _serve()")
         procs, conns = [], []
         try:
             for w in range(self.workers):  # start them all, then send: each unpickles while the next starts

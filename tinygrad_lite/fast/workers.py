@@ -1,11 +1,12 @@
 """DataParallel: each batch split by rows over worker processes that share the model's memory.
 
-NumPy runs an elementwise op on one core, and Python threads that split the work queue up on the
-GIL (measured on the 4-layer, n_embd 128 char model on 2 cores: a step 6 % faster on two threads than
-on one, where two processes, each on half the batch, take 25 % less). So a batch is split over worker
-processes. Each holds a replica of the model whose parameters *are* the parent's arrays, in shared
-memory, so an optimizer step in the parent is seen at once; it hands the gradient of its rows back
-through shared memory too, and runs its BLAS on one thread (the workers fill the cores).
+NumPy runs an elementwise op (layer norm, GELU, a softmax) on one core, where PyTorch spreads it over
+its threads. Python threads sharing the work queue up on the GIL: on 2 cores, two threads each on
+half the batch made the char model's step (4 layers, n_embd 128, B=12, T=64) 6 % faster than one
+thread, and two processes make it 8-15 % faster (benchmarks/bench_step.py). So a batch is split over
+worker processes. Each holds a replica of the model whose parameters *are* the parent's arrays, in
+shared memory, so an optimizer step in the parent is seen at once; it hands the gradient of its rows
+back through shared memory too, and runs its BLAS on one thread (the workers fill the cores).
 
     par = DataParallel(model, workers=2)  # loss_fn(model, *batch) -> mean loss; default cross_entropy(model(x), y)
     loss = par.backward(x, y)             # as loss_fn(model, x, y).backward(); loss.item(): .grad accumulates

@@ -188,7 +188,8 @@ class DataParallel:
     # ------------------------------------------------------------ the two calls
     def backward(self, *batch, scale: float = 1.0) -> float:
         """Add the gradient of scale * loss_fn(model, *batch) into every parameter's `.grad`, as
-        `loss.backward()` would; return the loss (a float). Each array of `batch` is split by rows."""
+        `loss.backward()` would; return the loss (a float). Each array of `batch` is split by rows, and
+        worker k's part weighs rows_k / rows in the loss and its gradient."""
         if self.model.training and any(m.p > 0 for m in self._dropouts):
             raise ValueError("DataParallel cannot split a model with dropout while training: each worker would draw "
                              "its own masks, unlike one process (set dropout to 0, or train without DataParallel)")
@@ -227,13 +228,17 @@ class DataParallel:
                              f"along axis 0, got shapes {[a.shape for a in arrays]}")
         n = lengths.pop()
         bounds = np.linspace(0, n, min(self.workers, n) + 1).round().astype(int)
-        for p, v in zip(self.params, self._pviews):  # a parameter whose .data was replaced: copy it in
+        self._sync_parameters()
+        return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def _sync_parameters(self) -> None:
+        """A parameter whose .data was replaced by a new array (not written in place): copy it into the block."""
+        for p, v in zip(self.params, self._pviews):
             if p.data is not v:
                 if p.data.shape != v.shape:
                     raise ValueError(f"a parameter changed shape from {v.shape} to {p.data.shape} under DataParallel")
                 np.copyto(v, p.data)
                 p.data = v
-        return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def _call(self, messages: list) -> list[float]:
         """Send one message to each of the first len(messages) workers and collect their answers."""
@@ -350,14 +355,11 @@ def _answer(model, loss_fn, params, grads, kind, batch, weight, training) -> flo
     if kind == "loss":
         with no_grad():
             return float(loss_fn(model, *batch).item())
-    for p in params:
-        p.grad = None
+    for p, g in zip(params, grads):  # backward adds into .grad: let that be this worker's shared block
+        g.fill(0)
+        p.grad = g
     loss = loss_fn(model, *batch)
     loss.backward(np.asarray(weight, dtype=loss.dtype))  # d(weight * loss)
-    for p, g in zip(params, grads):
-        if p.grad is None:
-            g.fill(0)
-        else:
-            np.copyto(g, p.grad)
+    for p in params:
         p.grad = None
     return float(loss.item())

@@ -10,7 +10,9 @@ twice: `ours`, one process, and `ours-workers`, each batch split over one worker
 (tinygrad_lite.fast.DataParallel: NumPy's elementwise ops use one core, PyTorch's use all). PyTorch
 runs twice: `torch` with its fused attention (F.scaled_dot_product_attention, its best eager path:
 the ratios are against it) and `torch-math` with attention written out (softmax(q k^T / sqrt(d)) v).
-Also: model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS.
+Also: model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS
+(for ours-workers: the proportional set size of it and its workers after the steps, shared memory
+counted once).
 """
 from __future__ import annotations
 
@@ -150,10 +152,19 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def _vm_hwm_mb(pid: int | str = "self") -> float:
+def _pss_mb(pid: int | str) -> float:
+    """Proportional set size now: memory shared by n processes counts 1/n in each (0 where unknown)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def _vm_hwm_mb() -> float:
     """Peak RSS of this process image. (ru_maxrss would also count the parent's RSS at fork time.)"""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open("/proc/self/status") as f:
             return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -187,9 +198,13 @@ def worker(side: str, name: str, weights: str) -> None:
             for _ in range(n):
                 loss = runner.step(x, y)
             reply = {"seconds": (time.perf_counter() - t) / n, "loss": loss}
-        else:  # with its workers' (the shared parameters count once per process)
+        else:
             pids = runner.pids() if isinstance(runner, Ours) else []
-            reply = {"peak_rss_mb": _vm_hwm_mb() + sum(_vm_hwm_mb(pid) for pid in pids)}
+            if pids:  # with its workers: their memory now, shared memory counted once (malloc keeps freed
+                #       blocks, so this is about the peak)
+                reply = {"peak_rss_mb": sum(_pss_mb(pid) for pid in ["self", *pids])}
+            else:
+                reply = {"peak_rss_mb": _vm_hwm_mb()}
         print(json.dumps(reply), flush=True)
 
 

@@ -53,7 +53,13 @@ CASES = {
         # where the math-first dQ is exactly 0: compared with a tolerance 1000 times wider
         (lambda q, k, v: F.scaled_dot_product_attention(q * 100, k * 100, v), [(2, 4, 4), (2, 4, 4), (2, 4, 4)], 1e3),
         (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=0.25, training=True,
-                                                       rng=np.random.default_rng(3)), [(2, 5, 4)] * 3)],
+                                                       rng=np.random.default_rng(3)), [(2, 5, 4)] * 3),
+        # causal in blocks of query rows (T >= 2 * 64): uneven blocks, Tq < Tk, dropout, saturated scores
+        (lambda q, k, v: F.scaled_dot_product_attention(q, k, v), [(1, 2, 140, 3), (1, 2, 140, 3), (1, 2, 140, 2)]),
+        (lambda q, k, v: F.scaled_dot_product_attention(q, k, v), [(2, 197, 3), (2, 230, 3), (2, 230, 3)]),
+        (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, dropout_p=0.25, training=True,
+                                                       rng=np.random.default_rng(4)), [(1, 132, 3)] * 3),
+        (lambda q, k, v: F.scaled_dot_product_attention(q * 100, k * 100, v), [(1, 128, 2)] * 3, 1e3)],
 }
 CASE_IDS = [(name, i) for name, cases in CASES.items() for i in range(len(cases))]
 
@@ -143,3 +149,11 @@ def test_fast_mode_switches_every_kernel_and_restores():
         assert not fast.is_enabled() and all(op.impl is op for op in fast.KERNELS)
     assert all(op.impl is k for op, k in fast.KERNELS.items())
     assert len([op for op in fast.KERNELS if issubclass(op, Function)]) == len(CASES)
+
+
+def test_causal_attention_runs_in_blocks_of_query_rows():
+    """The block cases above do take the block path (the last block meets every key, the first only its own)."""
+    q, k, v = (Tensor(np.random.default_rng(i).standard_normal((1, 2, 130, 4)), requires_grad=True) for i in range(3))
+    blocks = F.scaled_dot_product_attention(q, k, v)._ctx.blocks
+    assert [(lo, hi, keys) for lo, hi, keys, _, _ in blocks] == [(0, 65, 65), (65, 130, 130)]
+    assert len(F.scaled_dot_product_attention(q, k, v, causal=False)._ctx.blocks) == 1

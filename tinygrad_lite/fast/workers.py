@@ -56,13 +56,15 @@ def cross_entropy_loss(model, x, y):
     return F.cross_entropy(model(x), y)
 
 
-def _layout(shapes: list) -> tuple[list[int], int]:
-    """Element offsets of arrays of these shapes packed into one flat block (aligned), and its size."""
-    offsets, n = [], 0
+def _layout(shapes: list) -> tuple[list[tuple], int]:
+    """Where arrays of these shapes lie in one flat block, packed and aligned: (start, end, shape) each; and
+    the block's size in elements."""
+    spans, n = [], 0
     for shape in shapes:
-        offsets.append(n)
-        n += -(-int(np.prod(shape, dtype=np.int64)) // _ALIGN) * _ALIGN
-    return offsets, max(n, _ALIGN)
+        size = int(np.prod(shape, dtype=np.int64))
+        spans.append((n, n + size, tuple(shape)))
+        n += -(-size // _ALIGN) * _ALIGN
+    return spans, max(n, _ALIGN)
 
 
 def _shared_file(nbytes: int) -> int:
@@ -103,8 +105,9 @@ def _unpickle(data: bytes, arrays: list):
     return unpickler.load()
 
 
-def _views(flat: np.ndarray, offsets: list, shapes: list) -> list[np.ndarray]:
-    return [flat[o:o + int(np.prod(s, dtype=np.int64))].reshape(s) for o, s in zip(offsets, shapes)]
+def _views(flat: np.ndarray, spans: list) -> list[np.ndarray]:
+    """The arrays of a flat block laid out by _layout, as views."""
+    return [flat[start:end].reshape(shape) for start, end, shape in spans]
 
 
 class DataParallel:
@@ -124,7 +127,7 @@ class DataParallel:
             raise ValueError(f"DataParallel needs parameters of one float dtype, got {sorted(map(str, dtypes))}")
         self.dtype = np.dtype(dtypes.pop())
         self.shapes = [tuple(p.shape) for p in self.params]
-        self.offsets, n = _layout(self.shapes)
+        self._spans, n = _layout(self.shapes)
         in_main = [type(m).__name__ for _, m in model.named_modules() if type(m).__module__ == "__main__"]
         in_main += [loss_fn.__name__] if getattr(loss_fn, "__module__", None) == "__main__" else []
         if in_main:
@@ -136,7 +139,7 @@ class DataParallel:
         try:
             self._mmap = mmap.mmap(fd, (1 + workers) * n * self.dtype.itemsize)
             flat = np.frombuffer(self._mmap, dtype=self.dtype)
-            self._pviews = _views(flat[:n], self.offsets, self.shapes)
+            self._pviews = _views(flat[:n], self._spans)
             self._grads = [flat[(1 + w) * n:(2 + w) * n] for w in range(workers)]
             self._procs = self._conns = None
             for p, v in zip(self.params, self._pviews):  # the parent's parameters move into the shared block
@@ -200,7 +203,7 @@ class DataParallel:
         flat = self._grads[0].copy() if len(parts) == 1 else np.add(self._grads[0], self._grads[1])
         for g in self._grads[2:len(parts)]:
             flat += g
-        for p, g in zip(self.params, _views(flat, self.offsets, self.shapes)):  # dL/dp = sum over the parts
+        for p, g in zip(self.params, _views(flat, self._spans)):  # dL/dp = sum over the parts
             if p.grad is None:
                 p.grad = g
             else:
@@ -313,17 +316,17 @@ def _serve() -> None:
     reuse_freed_memory()
     try:
         dtype, shapes = conn.recv()
-        offsets, _ = _layout(shapes)
+        spans, _ = _layout(shapes)
         flat = np.frombuffer(mmap.mmap(fd, 0), dtype=dtype)
         os.close(fd)
-        views = _views(flat[:n], offsets, shapes)
+        views = _views(flat[:n], spans)
         for v in views:
             v.flags.writeable = False  # the parent's optimizer owns the parameters
         model, loss_fn = _unpickle(conn.recv_bytes(), views)  # its parameters are the shared arrays
         params = model.parameters()
         if len(params) != len(views) or any(p.data is not v for p, v in zip(params, views)):
             raise RuntimeError("the unpickled model's parameters() are not the parent's, in its order")
-        grads = _views(flat[(1 + w) * n:(2 + w) * n], offsets, shapes)
+        grads = _views(flat[(1 + w) * n:(2 + w) * n], spans)
         error = None
     except Exception:
         error = traceback.format_exc()

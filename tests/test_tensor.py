@@ -278,6 +278,31 @@ def test_no_grad_context_records_no_graph():
         y.backward()
 
 
+def test_grad_mode_is_per_thread():
+    """As in PyTorch: no_grad in one thread (or a backward pass there, which records nothing) leaves the
+    graph another thread records meanwhile intact."""
+    import threading
+    inside, release = threading.Event(), threading.Event()
+
+    def other():
+        with no_grad():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    inside.wait(10)
+    try:
+        x = leaf([1.0, 2.0])
+        y = (x * 2.0).sum()  # recorded here while the other thread sits inside no_grad
+        assert is_grad_enabled() and y.requires_grad
+    finally:
+        release.set()
+        t.join()
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+
+
 def test_no_grad_decorator_nesting_and_exceptions():
     @no_grad()
     def f(t):

@@ -320,7 +320,13 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     par = None
     try:
         if workers > 1:  # the parameters move into memory shared with the workers
-            par = DataParallel(model, workers=workers)
+            try:
+                par = DataParallel(model, workers=workers)
+            except (OSError, WorkerError) as e:  # no room in shared memory, processes not allowed, ...
+                if cfg.workers is not None:
+                    raise RunFailed(f"--workers {workers}: the worker processes could not start: {e}") from None
+                say(f"workers: could not start them ({e}); training in one process")
+                workers = 1
         with _CtrlC() as ctrl_c, _no_overflow_warnings():
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:

@@ -264,3 +264,19 @@ def test_default_workers_one_per_core_unless_dropout(monkeypatch):
     assert _workers(TrainConfig(workers=1), 0.1, 1) == 1
     with pytest.raises(UsageError, match="--workers 2 splits each batch over processes.*--dropout 0"):
         _workers(TrainConfig(workers=2), 0.1, 1)
+
+
+def test_workers_that_cannot_start_fall_back_to_one_process_unless_asked_for(tmp_path, monkeypatch, capsys):
+    import gpt.train as train_mod
+
+    def no_room(*args, **kwargs):
+        raise OSError("DataParallel needs 9 MB of shared memory; none of /dev/shm has that much free")
+
+    monkeypatch.setattr(train_mod, "DataParallel", no_room)
+    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+             "--max-iters", "2", "--eval-iters", "1", "--no-progress"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert main(["train", *small, "--out", str(tmp_path / "auto")]) == 0
+    assert "workers: could not start them (DataParallel needs 9 MB" in capsys.readouterr().err
+    assert main(["train", *small, "--workers", "2", "--out", str(tmp_path / "asked")]) == 1
+    assert "error: --workers 2: the worker processes could not start: DataParallel needs 9 MB" in capsys.readouterr().err

@@ -276,7 +276,9 @@ def main() -> None:
     ap.add_argument("--config", choices=list(CONFIGS), action="append", help="config(s) to run (default: all)")
     ap.add_argument("--runs", type=int, default=7, help="timed steps per side (default 7)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first (default 2)")
-    ap.add_argument("--pause", type=float, default=0.2, help="seconds of idle before each step (default 0.2)")
+    ap.add_argument("--pause", type=float, default=0.2,
+                    help="seconds of idle before each step (default 0.2; with 0 a side starts while the previous "
+                         "side's idle BLAS and OpenMP threads still spin on the cores)")
     ap.add_argument("--burst", type=int, default=1,
                     help="steps run back to back per timed sample, as in a training loop; the sample is their "
                          "mean (default 1)")

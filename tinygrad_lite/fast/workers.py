@@ -275,11 +275,9 @@ class DataParallel:
         if self._procs is not None:
             self._finalizer()
             self._procs = self._conns = None
-        for p, v in zip(self.params, self._pviews):
+        for p, v in zip(self.params, self._pviews):  # (the gradients are the parent's own arrays already)
             if p.data is v:
                 p.data = v.copy()
-            if p.grad is not None and p.grad.base is not None:
-                p.grad = p.grad.copy()
 
     def __enter__(self) -> "DataParallel":
         return self

@@ -91,7 +91,7 @@ class TrainConfig:
     batch_size: int = 12  # B, per rank (mpiexec -n N: the global batch is N * B * grad_accum)
     grad_accum: int = 1  # K: micro-batches of batch_size per step, their gradients summed (loss scaled by 1/K)
     workers: int | None = None  # processes each batch is split over (tinygrad_lite.fast.DataParallel); 1: none;
-    # None: one per core (per rank's share of the cores under mpiexec), or 1 when the model has dropout
+    # None: one per core (this rank's share under mpiexec; at most one per 4 rows, and 8), 1 with dropout
     dtype: str = "float32"  # of the model and its training: "float32" or "float64"
     max_iters: int = 2000
     lr: float = 1e-3  # peak learning rate, reached after warmup
@@ -417,9 +417,13 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
     return world.mean(total / K)
 
 
+_ROWS_PER_WORKER, _MAX_WORKERS = 4, 8  # the default --workers: rows of the batch each, and processes at most
+
+
 def _workers(cfg: TrainConfig, dropout: float, ranks: int) -> int:
-    """How many processes each batch is split over: --workers, else one per core this rank may use, unless
-    dropout is on (workers cannot draw the masks one process would) or the system is not POSIX."""
+    """How many processes each batch is split over: --workers, else one per core this rank may use (at most
+    one per 4 rows, and 8), unless dropout is on (workers cannot draw the masks one process would) or the
+    system is not POSIX."""
     if cfg.workers is not None:
         if cfg.workers > 1 and dropout > 0:
             raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the "
@@ -428,7 +432,8 @@ def _workers(cfg: TrainConfig, dropout: float, ranks: int) -> int:
     if dropout > 0 or os.name != "posix":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores // ranks, cfg.batch_size))
+    # a worker's step has a fixed cost (its Python, its share of the gradient sum): give each 4 rows or more
+    return max(1, min(cores // ranks, cfg.batch_size // _ROWS_PER_WORKER, _MAX_WORKERS))
 
 
 def _say(message: str) -> None:

@@ -254,11 +254,14 @@ def test_not_enough_shared_memory_is_named():
 
 def test_default_workers_one_per_core_unless_dropout(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    cfg = TrainConfig(batch_size=12)
+    cfg = TrainConfig(batch_size=32)
     assert _workers(cfg, 0.0, 1) == 8  # one per core
     assert _workers(cfg, 0.0, 2) == 4  # mpiexec -n 2: each rank its share of the cores
     assert _workers(cfg, 0.0, 16) == 1
-    assert _workers(TrainConfig(batch_size=3), 0.0, 1) == 3  # no more workers than rows
+    assert _workers(TrainConfig(batch_size=12), 0.0, 1) == 3  # at least 4 rows each
+    assert _workers(TrainConfig(batch_size=7), 0.0, 1) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert _workers(TrainConfig(batch_size=512), 0.0, 1) == 8  # and 8 at most
     assert _workers(cfg, 0.1, 1) == 1  # dropout does not split over processes
     assert _workers(TrainConfig(workers=3), 0.0, 1) == 3
     assert _workers(TrainConfig(workers=1), 0.1, 1) == 1
@@ -273,10 +276,54 @@ def test_workers_that_cannot_start_fall_back_to_one_process_unless_asked_for(tmp
         raise OSError("DataParallel needs 9 MB of shared memory; none of /dev/shm has that much free")
 
     monkeypatch.setattr(train_mod, "DataParallel", no_room)
-    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+    small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8",
              "--max-iters", "2", "--eval-iters", "1", "--no-progress"]
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # 2 cores: 2 workers by default
     assert main(["train", *small, "--out", str(tmp_path / "auto")]) == 0
     assert "workers: could not start them (DataParallel needs 9 MB" in capsys.readouterr().err
     assert main(["train", *small, "--workers", "2", "--out", str(tmp_path / "asked")]) == 1
     assert "error: --workers 2: the worker processes could not start: DataParallel needs 9 MB" in capsys.readouterr().err
+
+
+def test_ctrl_c_with_workers_saves_stops_them_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    text = tmp_path / "in.txt"
+    text.write_text("Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 30)
+
+    def cfg(out, **kw):
+        return TrainConfig(data=str(text), out=str(tmp_path / out), batch_size=4, max_iters=8, warmup_iters=1,
+                           eval_interval=4, eval_iters=1, seed=5, progress=False, workers=2,
+                           model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0), **kw)
+
+    straight = train(cfg("straight"))
+    real_lr_at = TrainConfig.lr_at
+
+    def interrupted_lr_at(self, it):
+        if it == 6:
+            raise KeyboardInterrupt  # Ctrl-C during iteration 7
+        return real_lr_at(self, it)
+
+    monkeypatch.setattr(TrainConfig, "lr_at", interrupted_lr_at)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("stop"))
+    monkeypatch.undo()
+    assert "interrupted: iteration 6 saved" in capsys.readouterr().err
+    import gc
+    gc.collect()
+    assert not [p for p in _children() if "tinygrad_lite.fast.workers" in p]  # no worker left running
+    resumed = train(cfg("stop", resume=True))
+    assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
+
+
+def _children() -> list[str]:
+    """Command lines of this process's children (Linux; empty elsewhere)."""
+    out = []
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) != os.getpid():
+                    continue
+            with open(f"/proc/{pid}/cmdline") as f:
+                out.append(f.read().replace("\0", " "))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out

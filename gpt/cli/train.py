@@ -36,7 +36,8 @@ _OPTIONS = [
     ("--grad-accum", "grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the "
                                         "loss scaled by 1/K): the step of a K times larger batch"),
     ("--workers", "workers", int, "processes each batch is split over, by rows, sharing the model's memory (1: "
-                                  "none; default: one per core, or 1 with --dropout > 0, which they cannot split)"),
+                                  "none; default: one per core, at most one per 4 rows and 8 in all; 1 with "
+                                  "--dropout > 0, which they cannot split)"),
     ("--dtype", "dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
     ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
     ("--lr", "lr", float, "peak learning rate, reached after the warmup"),

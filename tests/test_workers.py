@@ -200,16 +200,18 @@ def test_gpt_train_with_workers_takes_the_steps_of_one_process(tmp_path):
     text = tmp_path / "in.txt"
     text.write_text("To be, or not to be, that is the question:\n" * 40, encoding="utf-8")
 
-    def run(workers):
-        cfg = TrainConfig(data=str(text), out=str(tmp_path / f"w{workers}"), batch_size=5, max_iters=6,
+    def run(workers, grad_accum=1):
+        cfg = TrainConfig(data=str(text), out=str(tmp_path / f"w{workers}-k{grad_accum}"), batch_size=5, max_iters=6,
                           warmup_iters=1, eval_interval=3, eval_iters=2, seed=3, progress=False, dtype="float64",
-                          workers=workers, model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0))
+                          workers=workers, grad_accum=grad_accum,
+                          model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, dropout=0.0))
         return train(cfg)
 
-    one, two = run(1), run(2)
-    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-11)
-    assert [e["val_loss"] for e in two["evals"]] == pytest.approx([e["val_loss"] for e in one["evals"]], rel=1e-11)
-    assert two["workers"] == 2
+    for k in (1, 2):  # and with gradients accumulated over 2 micro-batches
+        one, two = run(1, k), run(2, k)
+        np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-11)
+        assert [e["val_loss"] for e in two["evals"]] == pytest.approx([e["val_loss"] for e in one["evals"]], rel=1e-11)
+        assert two["workers"] == 2
 
 
 def test_cli_workers_flag(tmp_path, capsys):

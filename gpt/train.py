@@ -30,12 +30,8 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +51,7 @@ from .distributed import World, shard_dropout
 from .errors import RunFailed, UsageError
 from .files import atomic_write
 from .model import GPT
+from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
 
 __all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_run", "METRICS_FILE"]
 
@@ -261,7 +258,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     it, losses, evals, best, seconds = 0, [], [], None, 0.0
     if ckpt is not None:
         ckpt.load_optimizer(optimizer)
-        _set_rng_states(model, rng, ckpt.state["rng"])
+        set_rng_states(model, rng, ckpt.state["rng"])
         s = ckpt.state
         it, losses, evals, best, seconds = s["iter"], s["losses"], s["evals"], s["best"], s["seconds"]
         for group, wd in zip(optimizer.param_groups, (cfg.weight_decay, 0.0)):  # hyperparameters from cfg
@@ -277,7 +274,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         nonlocal saved_at
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
-                 "rng": _rng_states(model, rng)}
+                 "rng": rng_states(model, rng)}
         if world.is_main:
             checkpoint.save(out, model, optimizer, state, best=best_now)
         saved_at = it
@@ -313,7 +310,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     tokens_per_iter = N * K * B * T
     start_iter, train_seconds = it, 0.0
     max_norm = cfg.grad_clip if cfg.grad_clip > 0.0 else math.inf  # inf: measure the norm, clip nothing
-    rng_at_it = _rng_states(model, rng)  # the generators as they are at iteration `it`
+    rng_at_it = rng_states(model, rng)  # the generators as they are at iteration `it`
     stepping = False  # inside optimizer.step(): the parameters are half updated
     bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress and world.is_main else True,
                desc="train", dynamic_ncols=True, file=sys.stderr)
@@ -327,7 +324,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     raise RunFailed(f"--workers {workers}: the worker processes could not start: {e}") from None
                 say(f"workers: could not start them ({e}); training in one process")
                 workers = 1
-        with _CtrlC() as ctrl_c, _no_overflow_warnings():
+        with CtrlC() as ctrl_c, no_overflow_warnings():
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:
                     run_eval(cfg.eval_iters)  # the loss at initialisation, before any step
@@ -348,7 +345,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     losses.append(loss)
                     it += 1
                     stepping = False
-                    rng_at_it = _rng_states(model, rng)
+                    rng_at_it = rng_states(model, rng)
                     train_seconds += time.perf_counter() - t0
                 tok_s = (it - start_iter) * tokens_per_iter / train_seconds
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
@@ -366,7 +363,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
             where = f"iteration {saved_at} in {out}" if saved_at is not None else "none"
             say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
             raise
-        _set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
+        set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
             save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
@@ -528,77 +525,3 @@ def _check_resumable(cfg: TrainConfig, ckpt: checkpoint.Checkpoint) -> None:
     if changed:
         raise UsageError(f"cannot resume the run in {cfg.out} with a different model, data split or seed: "
                          + "; ".join(changed))
-
-
-# ------------------------------------------------------------------------------------------------
-# Ctrl-C, NumPy's warnings, and the RNG states (training batches, and dropout's generators if the model keeps any)
-
-
-class _CtrlC:
-    """Within ``deferred()`` a Ctrl-C (SIGINT) takes effect at the block's end; elsewhere at once.
-
-    Installed only in the main thread and over Python's default handler; otherwise Ctrl-C is untouched."""
-
-    def __init__(self) -> None:
-        self.deferring, self.pending, self.previous = False, False, None
-
-    def __enter__(self) -> "_CtrlC":
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _handle(self, signum, frame) -> None:
-        if not self.deferring:
-            raise KeyboardInterrupt
-        self.pending = True
-
-    @contextmanager
-    def deferred(self):
-        self.deferring = True
-        try:
-            yield
-        finally:
-            self.deferring = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
-
-
-@contextmanager
-def _no_overflow_warnings():
-    """Overflow and nan end the run with an error (checked each step): no NumPy warnings on the way, in any thread."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
-        yield
-
-
-def _dropout_rngs(model: GPT) -> dict[str, np.random.Generator]:
-    """name -> each distinct np.random.Generator a module of the model holds as ``rng``."""
-    found, seen = {}, set()
-    for name, module in model.named_modules():
-        rng = getattr(module, "rng", None)
-        rng = getattr(rng, "generator", rng)  # the generator a ShardedRandom draws from
-        if isinstance(rng, np.random.Generator) and id(rng) not in seen:
-            seen.add(id(rng))
-            found[name] = rng
-    return found
-
-
-def _rng_states(model: GPT, rng: np.random.Generator) -> dict[str, Any]:
-    return {"batches": rng.bit_generator.state,
-            "dropout": {name: g.bit_generator.state for name, g in _dropout_rngs(model).items()}}
-
-
-def _set_rng_states(model: GPT, rng: np.random.Generator, states: dict[str, Any]) -> None:
-    rng.bit_generator.state = states["batches"]
-    own = _dropout_rngs(model)
-    if set(own) != set(states["dropout"]):
-        raise checkpoint.CheckpointError(f"the checkpoint has dropout generators {sorted(states['dropout'])}, the "
-                                         f"model {sorted(own)}")
-    for name, g in own.items():
-        g.bit_generator.state = states["dropout"][name]

@@ -196,28 +196,32 @@ class DataParallel:
         if self.model.training and any(m.p > 0 for m in self._dropouts):
             raise ValueError("DataParallel cannot split a model with dropout while training: each worker would draw "
                              "its own masks, unlike one process (set dropout to 0, or train without DataParallel)")
-        parts = self._split(batch)
-        n = len(batch[0])
-        losses = self._call([("backward", part, scale * len(part[0]) / n, self.model.training, np.geterr())
-                             for part in parts])
-        flat = self._grads[0].copy() if len(parts) == 1 else np.add(self._grads[0], self._grads[1])
-        for g in self._grads[2:len(parts)]:
+        loss, used = self._run("backward", batch, scale)
+        flat = self._grads[0].copy() if used == 1 else np.add(self._grads[0], self._grads[1])
+        for g in self._grads[2:used]:
             flat += g
         for p, g in zip(self.params, _views(flat, self._spans)):  # dL/dp = sum over the parts
             if p.grad is None:
                 p.grad = g
             else:
                 p.grad += g
-        return sum(loss * len(part[0]) / n for loss, part in zip(losses, parts))
+        return loss
 
     def loss(self, *batch) -> float:
         """loss_fn(model, *batch) as a float, with no graph (an evaluation)."""
-        parts = self._split(batch)
-        n = len(batch[0])
-        losses = self._call([("loss", part, 0.0, self.model.training, np.geterr()) for part in parts])
-        return sum(loss * len(part[0]) / n for loss, part in zip(losses, parts))
+        return self._run("loss", batch, 0.0)[0]
 
     # ------------------------------------------------------------ plumbing
+    def _run(self, kind: str, batch: tuple, scale: float) -> tuple[float, int]:
+        """Send each worker its rows; return the loss (the parts' losses weighted by their rows) and how many
+        workers took part. A part's gradient is of scale * rows_k / rows times its loss."""
+        parts = self._split(batch)
+        self._sync_parameters()
+        weights = [len(part[0]) / len(batch[0]) for part in parts]
+        losses = self._call([(kind, part, scale * w, self.model.training, np.geterr())
+                             for part, w in zip(parts, weights)])
+        return sum(loss * w for loss, w in zip(losses, weights)), len(parts)
+
     def _split(self, batch: tuple) -> list[tuple]:
         """The batch's arrays cut into up to `workers` parts of consecutive rows (sizes differ by at most 1)."""
         if self._procs is None:
@@ -231,7 +235,6 @@ class DataParallel:
                              f"along axis 0, got shapes {[a.shape for a in arrays]}")
         n = lengths.pop()
         bounds = np.linspace(0, n, min(self.workers, n) + 1).round().astype(int)
-        self._sync_parameters()
         return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def _sync_parameters(self) -> None:

@@ -168,3 +168,25 @@ def test_second_derivatives_of_a_graph_the_kernels_built_are_the_math_ones():
         results.append((gx.data, gw.data, hx.data, hw.data))
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["math", "fast"])
+def test_every_leaf_gets_a_grad_array_of_its_own(engine):
+    """Optimizers, gradient clipping and MPI all-reduces write .grad in place: no two leaves may share an
+    array, nor a leaf share the gradient a user passed in (add's backward hands one array to both inputs)."""
+    with fast.enabled() if engine == "fast" else fast.disabled():
+        a, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+        h = a + b
+        h.retain_grad()
+        seed = Tensor(np.array([1.0, 2.0, 3.0], np.float32))
+        (h * 1.0 + 0.0).backward(seed)  # 1.0 * g: a fresh array reaching h, then a and b unchanged
+        grads = [a.grad, b.grad, h.grad, seed.data]
+        assert len({id(g) for g in grads}) == 4 and not any(np.shares_memory(x, y) for i, x in enumerate(grads)
+                                                              for y in grads[i + 1:])
+        a.grad *= 10  # as clip_grad_norm_ does
+        np.testing.assert_array_equal(b.grad, [1, 2, 3])
+        np.testing.assert_array_equal(h.grad, [1, 2, 3])
+        c = Tensor(np.ones((2, 3)), requires_grad=True)
+        c.sum().backward()  # sum's backward is a read-only broadcast view
+        assert c.grad.flags.writeable and c.grad.flags.c_contiguous
+        c.grad *= 2

@@ -151,8 +151,10 @@ class MathGrads:
 
     def __init__(self, create_graph: bool = False):
         self.create_graph = create_graph
+        self.held: set[int] = set()  # ids of arrays others hold: seeds, what hooks returned, each .grad set
 
     def start(self, g):  # the gradient a root starts with
+        self.held.add(id(g.data))
         return g
 
     def node(self, ctx: Context, g):  # dL/d(inputs) of one op, from dL/d(output), watched by the tools
@@ -174,14 +176,23 @@ class MathGrads:
         return g._wrap(view, None)
 
     def from_hook(self, result, t):  # what a gradient hook on t returned, as a gradient
-        return result if hasattr(result, "_wrap") else t._wrap(np.array(result, dtype=t.dtype), None)
+        if hasattr(result, "_wrap"):
+            self.held.add(id(result.data))
+            return result
+        return t._wrap(np.array(result, dtype=t.dtype), None)
 
     def to_leaf(self, leaf, g) -> None:  # leaf.grad += g
-        if not self.create_graph:  # an array of the leaf's own: optimizers and all-reduces write .grad in place,
-            g = g.data.astype(leaf.dtype, copy=False)  # and a backward may hand one array to several inputs
-            if leaf.grad is None:
-                g = np.array(g, order="C")
-        leaf.grad = g if leaf.grad is None else leaf.grad + g
+        if self.create_graph:
+            leaf.grad = g if leaf.grad is None else leaf.grad + g
+            return
+        g = g.data.astype(leaf.dtype, copy=False)
+        if leaf.grad is not None:
+            leaf.grad = leaf.grad + g
+        else:  # an array of the leaf's own, as optimizers and all-reduces write .grad in place: g itself when it is
+            #    a whole, writeable array no one else was given (a backward may hand one array to several inputs)
+            mine = g.base is None and g.flags.writeable and g.flags.c_contiguous and id(g) not in self.held
+            leaf.grad = g if mine else np.array(g, order="C")
+        self.held.add(id(leaf.grad))
 
 
 def math_context(ctx: Context) -> Context:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import special
 from .function import Function, register
+from .state import is_grad_enabled
 from .tensor import IndexAdd, Tensor, unbroadcast
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "gelu", "layer_norm", "embedding", "linear",
@@ -153,19 +154,22 @@ class CrossEntropy(Function):
         losses = np.where(valid, np.log(s[:, 0]) - (logits[rows, t] - m[:, 0]), 0).astype(logits.dtype)
         n_valid = int(valid.sum())
         ctx.t, ctx.valid, ctx.reduction, ctx.n_valid = t, valid, reduction, n_valid
-        ctx.save_for_backward(logits)
+        ctx.save_for_backward(logits, e, s)
         return reduce_losses(losses, reduction, n_valid)
 
     @staticmethod
     def backward(ctx, g):  # d loss_i / d logits_ij = w_i (softmax_ij - [j == t_i]), w_i = dL/d loss_i
-        (logits,) = ctx.saved_tensors
+        logits, e, s = ctx.saved_tensors
         N, V = logits.shape
+        # softmax = e / s from the forward, a constant, unless this backward is recorded (create_graph): then a
+        # function of the logits, differentiated too
+        p = softmax(logits, -1) if is_grad_enabled() else e / s
         w = g if ctx.reduction == "none" else g.reshape(1).broadcast_to((N,))
         if ctx.reduction == "mean":  # all targets ignored: the loss is NaN but the gradient is 0
             w = w * (1.0 / max(ctx.n_valid, 1))
         w = w * ctx.valid  # ignored rows get no gradient
         onehot_w = IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V))  # w_i at (i, t_i), zeros elsewhere
-        return softmax(logits, -1) * w.reshape(N, 1) - onehot_w, None, None, None
+        return p * w.reshape(N, 1) - onehot_w, None, None, None
 
 
 def reduce_losses(losses: np.ndarray, reduction: str, n_valid: int) -> np.ndarray:
@@ -228,7 +232,9 @@ class NormalCDF(Function):
 
 
 def _clip(x: Tensor, lim: float) -> Tensor:
-    """x clipped to [-lim, lim] (a constant outside, so its gradient is 0 there)."""
+    """x clipped to [-lim, lim] (a constant outside, so its gradient is 0 there); x itself when nothing is."""
+    if -lim <= x.data.min(initial=0.0) and x.data.max(initial=0.0) <= lim:
+        return x
     return Tensor.where(np.abs(x.data) > lim, np.clip(x.data, -lim, lim), x)
 
 
@@ -237,19 +243,25 @@ class GELU(Function):
     @staticmethod
     def forward(ctx, x, approximate: str):
         ctx.approximate = approximate
-        ctx.save_for_backward(x)
         if approximate == "tanh":
             xc = np.clip(x, -_GELU_CLIP, _GELU_CLIP)  # keeps x^3 finite for huge |x|
-            return 0.5 * x * (1 + np.tanh(_GELU_C * (xc + _GELU_A * xc ** 3)))
+            t = np.tanh(xc * (_GELU_C + _GELU_C * _GELU_A * (xc * xc)))  # t = tanh(c (x + a x^3))
+            ctx.save_for_backward(x, t)
+            return 0.5 * x * (1 + t)
+        ctx.save_for_backward(x)
         return x * special.normal_cdf(x)  # exact: x Phi(x)
 
     @staticmethod
     def backward(ctx, g):
+        if ctx.approximate == "tanh":
+            # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2) = 0.5 (1 + t) (1 + x (1 - t) c (1 + 3 a x^2))
+            x, t = ctx.saved_tensors  # t from the forward, a constant ...
+            xc = _clip(x, _GELU_CLIP)  # (where clipped, 1 - t or 1 + t is exactly 0)
+            x2 = xc * xc
+            if is_grad_enabled():  # ... unless this backward is recorded (create_graph): then t(x), differentiated too
+                t = (xc * (_GELU_C + _GELU_C * _GELU_A * x2)).tanh()
+            return g * (0.5 * (1 + t)) * (1 + xc * (1 - t) * (_GELU_C + 3 * _GELU_C * _GELU_A * x2)), None
         (x,) = ctx.saved_tensors
-        if ctx.approximate == "tanh":  # dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), t = tanh(c (x + a x^3))
-            xc = _clip(x, _GELU_CLIP)  # where clipped, 1 - t^2 == 0 anyway
-            t = (_GELU_C * (xc + _GELU_A * xc * xc * xc)).tanh()
-            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_A * xc * xc)), None
         phi = (_clip(x, 40.0) * x * -0.5).exp() * (1.0 / math.sqrt(2.0 * math.pi))  # exp(-800) == 0: no overflow
         return g * (NormalCDF.apply(x) + x * phi), None  # dy/dx = Phi(x) + x phi(x)
 
@@ -273,30 +285,34 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float):
-        # the mean, shifted by each row's first element: a constant row gives x - mean == 0 exactly, not a
-        # rounding error that 1/sqrt(eps) would amplify
-        x0 = x[..., :1]
-        xc = x - (x0 + (x - x0).mean(axis=-1, keepdims=True))
-        rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
+        xhat, rstd = normalized(x, eps)  # (..., C), (..., 1)
         ctx.eps = eps
-        ctx.save_for_backward(x, weight, bias)
-        y = xc * rstd
-        return (y if weight is None else y * weight) + (0 if bias is None else bias)
+        ctx.save_for_backward(x, weight, bias, xhat, rstd)
+        return (xhat if weight is None else xhat * weight) + (0 if bias is None else bias)
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, xhat, rstd = ctx.saved_tensors  # xhat, rstd from the forward, constants ...
         nx, nw, nb = ctx.needs_input_grad[:3]
-        x0 = x[..., :1]
-        xc = x - (x0 + (x - x0).mean(-1, keepdims=True))
-        rstd = ((xc * xc).mean(-1, keepdims=True) + ctx.eps) ** -0.5
-        xhat = xc * rstd  # (..., C), as in the forward
+        if is_grad_enabled():  # ... unless this backward is recorded (create_graph): then functions of x
+            xhat, rstd = normalized(x, ctx.eps)
         gx = g if weight is None else g * weight
         C = x.shape[-1]
         dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) if nx else None
         dw = (g * xhat).reshape(-1, C).sum(0) if nw else None  # dweight = sum over positions of g xhat
         db = g.reshape(-1, C).sum(0) if nb else None  # dbias = sum over positions of g
         return dx, dw, db, None
+
+
+def normalized(x, eps: float):
+    """xhat = (x - mean) / sqrt(var + eps) over the last axis (..., C), and rstd = 1 / sqrt(var + eps) (..., 1),
+    of NumPy arrays (the forward) or of Tensors (a recorded backward): the same code, differentiable on Tensors.
+    The mean is shifted by each row's first element: a constant row gives x - mean == 0 exactly, not a
+    rounding error that 1/sqrt(eps) would amplify."""
+    x0 = x[..., :1]
+    xc = x - (x0 + (x - x0).mean(-1, keepdims=True))
+    rstd = ((xc * xc).mean(-1, keepdims=True) + eps) ** -0.5
+    return xc * rstd, rstd
 
 
 def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
@@ -344,16 +360,16 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
-        y = np.matmul(x, weight)
-        return y if bias is None else y + bias
+        y = x.reshape(-1, weight.shape[0]) @ weight  # (N, in) @ (in, out): every leading axis is a row
+        return (y if bias is None else y + bias).reshape(*x.shape[:-1], weight.shape[1])
 
     @staticmethod
     def backward(ctx, g):  # y = x W + b: dx = g W^T, dW = x^T g, db = sum of g over the rows
         x, weight = ctx.saved_tensors
         nx, nw, nb = ctx.needs_input_grad
         n_in, n_out = weight.shape
-        g2 = g.reshape(-1, n_out)  # (N, out): every leading axis is a row
-        return (g @ weight.T if nx else None, x.reshape(-1, n_in).T @ g2 if nw else None,
+        g2 = g.reshape(-1, n_out)  # (N, out): every leading axis is a row, so each product is one 2-D GEMM
+        return ((g2 @ weight.T).reshape(x.shape) if nx else None, x.reshape(-1, n_in).T @ g2 if nw else None,
                 g2.sum(0) if nb else None)
 
 
@@ -400,25 +416,20 @@ class Attention(Function):
     @staticmethod
     def forward(ctx, q, k, v, causal: bool, keep):
         """q (..., Tq, D), k (..., Tk, D), v (..., Tk, Dv); keep: the dropout mask of P, or None."""
-        scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-        s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale  # (..., Tq, Tk) = q k^T / sqrt(D)
-        if causal:
-            s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)  # -inf on the future: probability 0
+        s = attention_scores(q, k, causal)  # (..., Tq, Tk) = q k^T / sqrt(D), -inf on the future
         e, _, z = shifted_exp(s, -1)
         p = e / z  # softmax over the keys
         ctx.causal, ctx.keep = causal, keep
-        ctx.save_for_backward(q, k, v)
+        ctx.save_for_backward(q, k, v, p)
         return np.matmul(p if keep is None else p * keep, v)  # (..., Tq, Dv)
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v = ctx.saved_tensors
+        q, k, v, p = ctx.saved_tensors  # p from the forward, a constant ...
         nq, nk, nv = ctx.needs_input_grad[:3]
         scale = 1.0 / math.sqrt(q.shape[-1])
-        s = (q * scale) @ k.swapaxes(-1, -2)  # recomputed from q and k, so that it can be differentiated
-        if ctx.causal:
-            s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
-        p = softmax(s, -1)
+        if is_grad_enabled():  # ... unless this backward is recorded (create_graph): then p(q, k), differentiated too
+            p = softmax(attention_scores(q, k, ctx.causal), -1)
         pd = p if ctx.keep is None else p * ctx.keep
         dv = unbroadcast(pd.swapaxes(-1, -2) @ g, v.shape) if nv else None  # dV = P^T g
         if not (nq or nk):
@@ -426,10 +437,17 @@ class Attention(Function):
         dp = g @ v.swapaxes(-1, -2)  # dP = g V^T
         if ctx.keep is not None:
             dp = dp * ctx.keep
-        ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale  # through the softmax, and the 1/sqrt(D)
-        dq = unbroadcast(ds @ k, q.shape) if nq else None  # dQ = dS K
-        dk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape) if nk else None  # dK = dS^T Q
+        ds = p * (dp - (dp * p).sum(-1, keepdims=True))  # through the softmax
+        dq = unbroadcast(ds @ k, q.shape) * scale if nq else None  # dQ = dS K / sqrt(D)
+        dk = unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape) * scale if nk else None  # dK = dS^T Q / sqrt(D)
         return dq, dk, dv, None, None
+
+
+def attention_scores(q, k, causal: bool):
+    """q k^T / sqrt(D) (..., Tq, Tk), plus -inf where a query may not see a key (causal), of NumPy arrays (the
+    forward) or of Tensors (a recorded backward). q is scaled before the product: (Tq, D) is smaller than (Tq, Tk)."""
+    s = (q * q.dtype.type(1.0 / math.sqrt(q.shape[-1]))) @ k.swapaxes(-1, -2)
+    return s + causal_bias(q.shape[-2], k.shape[-2], q.dtype) if causal else s
 
 
 def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True, dropout_p: float = 0.0,

@@ -274,11 +274,11 @@ class AdamW(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         state["step"] = t = state["step"] + 1
         p *= 1.0 - lr * wd  # decoupled weight decay: shrink p itself, not through g
-        m[...] = b1 * m + (1.0 - b1) * g  # first moment: running mean of g
-        v[...] = b2 * v + (1.0 - b2) * g * g  # second moment: running mean of g^2
-        m_hat = m / (1.0 - b1 ** t)  # bias correction: m and v start at 0
-        v_hat = v / (1.0 - b2 ** t)
-        p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+        m += (1.0 - b1) * (g - m)  # first moment, a running mean of g: m = b1 m + (1 - b1) g
+        v += (1.0 - b2) * (g * g - v)  # second moment, a running mean of g^2: v = b2 v + (1 - b2) g^2
+        # p -= lr m_hat / (sqrt(v_hat) + eps), with the bias corrections (m and v start at 0) m_hat = m / (1 - b1^t)
+        # and v_hat = v / (1 - b2^t) applied as scalars
+        p -= (lr / (1.0 - b1 ** t)) * m / (np.sqrt(v) / math.sqrt(1.0 - b2 ** t) + eps)
 
     def _check_hyperparameters(self, group: dict[str, Any], where: str) -> None:
         super()._check_hyperparameters(group, where)
@@ -305,8 +305,9 @@ class ClipGradNorm:
 
     @staticmethod
     def total_norm(grads: list[np.ndarray]) -> float:
-        """sqrt(sum of g^2 over every element of every grad), accumulated in float64."""
-        return math.sqrt(math.fsum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
+        """sqrt(sum of g^2 over every element of every grad), accumulated in float64 (einsum casts the products
+        in chunks: no float64 copy of a gradient)."""
+        return math.sqrt(math.fsum(float(np.einsum("i,i->", g.ravel(), g.ravel(), dtype=np.float64)) for g in grads))
 
     @staticmethod
     def scale_(grads: list[np.ndarray], factor: float) -> None:

@@ -44,6 +44,13 @@ def unwrap_index(index):
     return index
 
 
+def is_basic_index(index) -> bool:
+    """Does `index` use only ints, slices, None and Ellipsis (NumPy's basic indexing: a view, each element at
+    most once), no integer or boolean arrays?"""
+    parts = index if isinstance(index, tuple) else (index,)
+    return not any(isinstance(i, (np.ndarray, list)) for i in parts)
+
+
 def check_matmul(sa: tuple, sb: tuple) -> None:
     """Raise ValueError, with both shapes, unless (sa) @ (sb) is a valid matrix product."""
     if len(sa) == 0 or len(sb) == 0:

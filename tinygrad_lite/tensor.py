@@ -17,8 +17,8 @@ import numpy as np
 
 from . import function
 from .function import Context, Function, register
-from .shapes import (check_matmul, check_reshape, normalize_axes, permutation, same_dtype, split_slices, stacked_shape,
-                     unbroadcast, unwrap_index)
+from .shapes import (check_matmul, check_reshape, is_basic_index, normalize_axes, permutation, same_dtype, split_slices,
+                     stacked_shape, unbroadcast, unwrap_index)
 from .observe import RemovableHandle
 from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype  # noqa: F401
 
@@ -349,15 +349,23 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
+        if a.ndim > 2 and b.ndim == 2:  # a stack of rows times one matrix: one 2-D product (NumPy would loop)
+            return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
         return np.matmul(a, b)
 
     @staticmethod
     def backward(ctx, g):  # C = A B: dA = G B^T, dB = A^T G, each summed over broadcast batch axes
         a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        if a.ndim > 2 and b.ndim == 2:  # every leading axis of A is a row: 2-D products, and the sum over
+            A, G = a.reshape(-1, a.shape[-1]), g.reshape(-1, b.shape[-1])  # the rows is inside A^T G
+            # dB = A^T G in b's own layout: a tied LM head's b is W.T, a transposed view, and (G^T A)^T hands W
+            # a contiguous gradient (else adding it to the embedding's would walk W's memory across)
+            gb = (A.T @ G if b.data.flags.c_contiguous else (G.T @ A).T) if nb else None
+            return (G @ b.T).reshape(a.shape) if na else None, gb
         A = a.reshape(1, -1) if a.ndim == 1 else a  # a vector is a row on the left,
         B = b.reshape(-1, 1) if b.ndim == 1 else b  # a column on the right, as NumPy treats it
         G = g.reshape(np.broadcast_shapes(A.shape[:-2], B.shape[:-2]) + (A.shape[-2], B.shape[-1]))
-        na, nb = ctx.needs_input_grad
         return (unbroadcast(G @ B.swapaxes(-1, -2), A.shape).reshape(a.shape) if na else None,
                 unbroadcast(A.swapaxes(-1, -2) @ G, B.shape).reshape(b.shape) if nb else None)
 
@@ -555,12 +563,27 @@ class IndexAdd(Function):
     def forward(ctx, g, index, shape: tuple):
         ctx.index = index
         out = np.zeros(shape, g.dtype)
-        np.add.at(out, index, g)  # unbuffered: a repeated index adds every time
+        if is_basic_index(index):
+            out[index] = g  # ints, slices, None, ...: each element is named at most once
+        elif isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu":
+            ids, rows = sum_rows_by_id(index % shape[0], g)  # rows of a table (an embedding's backward)
+            out[ids] = rows
+        else:
+            np.add.at(out, index, g)  # integer arrays may repeat an index: unbuffered, it adds every time
         return out
 
     @staticmethod
     def backward(ctx, gg):
         return gg[ctx.index], None, None
+
+
+def sum_rows_by_id(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ids (n,) and, for each, the sum of its rows: ids (N,), rows (N, ...) -> (n,), (n, ...).
+    Sorted by id, each run of one id is summed at once (np.add.at adds one row at a time, ~6x slower)."""
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
+    return s[starts], (np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0])
 
 
 @register

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import observe
 from ..function import MathGrads
-from ..tensor import Tensor
+from ..tensor import Tensor, sum_rows_by_id
 from .registry import kernel
 
 
@@ -42,11 +42,7 @@ class RowGrad(SparseGrad):
     __slots__ = ("ids",)
 
     def __init__(self, ids: np.ndarray, rows: np.ndarray, n: int):
-        order = np.argsort(ids, kind="stable")  # coalesce repeated ids: one summed row per distinct id
-        s = ids[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if s.size else np.zeros(0, np.intp)
-        self.ids = s[starts]
-        self.values = np.add.reduceat(rows[order], starts, axis=0) if s.size else rows[:0]
+        self.ids, self.values = sum_rows_by_id(ids, rows)  # one summed row per distinct id
         self.shape, self.dtype = (n, rows.shape[1]), rows.dtype
 
     def add_to(self, out: np.ndarray) -> np.ndarray:

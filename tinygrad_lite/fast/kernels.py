@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import special
+from ..shapes import is_basic_index
 from .. import tensor as T
 from .registry import kernel
 from .engine import RowGrad, SliceGrad
@@ -102,8 +103,7 @@ class GetItem:
     @staticmethod
     def backward(ctx, g):  # a basic index: a sparse slice; advanced: scatter with add.at
         index, shape = ctx.index, ctx.shape
-        parts = index if isinstance(index, tuple) else (index,)
-        if not any(isinstance(i, (np.ndarray, list)) for i in parts):
+        if is_basic_index(index):
             return SliceGrad(index, g, shape, g.dtype), None
         out = np.zeros(shape, g.dtype)
         np.add.at(out, index, g)

@@ -45,8 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 def _show(grade) -> None:
     task = grade.task
     print(f"{task.number:2d} {task.name:18} {grade.status:4}  {grade.summary}")
-    for line in grade.details:
-        print(textwrap.fill(line, WIDTH, initial_indent=INDENT, subsequent_indent=INDENT + "  ",
+    for line in grade.details:  # sentences wrap; a line of the learner's file (`at path:line, ...`) does not
+        print(INDENT + line if line.startswith("at ") else
+              textwrap.fill(line, WIDTH, initial_indent=INDENT, subsequent_indent=INDENT + "  ",
                             break_long_words=False, break_on_hyphens=False))
 
 

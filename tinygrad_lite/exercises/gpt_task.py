@@ -7,6 +7,7 @@ backward may round differently). `gpt` is imported here only: tinygrad_lite itse
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +43,27 @@ def train(ops: dict, data) -> tuple[list[float], set]:
     return losses, plug.backwards_run
 
 
-def grade_gpt(task: Task, folder: Path, grades: list[Grade]) -> Grade:
-    """Train on the ops of every passing task in `grades` and on the engine's; PASS when the losses agree."""
+@functools.cache
+def _data():
     from gpt.data import TextData
 
+    return TextData.from_file("shakespeare", tokenizer="char")
+
+
+@functools.cache
+def engine_losses() -> tuple:
+    """The engine's own losses (computed once per process: the engine's classes are never changed)."""
+    return tuple(train({}, _data())[0])
+
+
+def grade_gpt(task: Task, folder: Path, grades: list[Grade]) -> Grade:
+    """Train on the ops of every passing task in `grades` and on the engine's; PASS when the losses agree."""
     ops = {engine: mine for g in grades if g.status == "PASS" for engine, mine in g.ops.items()}
     if not ops:
         return Grade(task, "TODO", "no task passes yet: there is nothing of yours to train on")
-    data = TextData.from_file("shakespeare", tokenizer="char")
-    engine_losses, _ = train({}, data)
+    expected = engine_losses()
     try:
-        losses, ran = train(ops, data)
+        losses, ran = train(ops, _data())
     except Exception as e:
         paths = [folder / g.task.filename for g in grades]
         frame = learner_frame(e, paths)
@@ -64,11 +75,11 @@ def grade_gpt(task: Task, folder: Path, grades: list[Grade]) -> Grade:
     engines = sorted(op.__name__ for op in ran - set(ops))
     whose = (f"the engine's backward ran for {', '.join(engines)}, whose tasks do not pass yet" if engines else
              "every backward in the training step was yours: " + ", ".join(sorted(op.__name__ for op in ran)))
-    diff = np.abs(np.array(losses) - np.array(engine_losses))
+    diff = np.abs(np.array(losses) - np.array(expected))
     if not diff.max() <= TOL:
         i = int(np.argmax(~(diff <= TOL)))
         return Grade(task, "FAIL", f"your ops train differently: at iteration {i} your loss is {losses[i]:.10g}, the "
-                                   f"engine's {engine_losses[i]:.10g}", [about, whose])
-    summary = (f"{ITERS} iterations on your ops: loss {losses[0]:.4f} -> {losses[-1]:.4f}, the engine's to "
-               f"{diff.max():.0e}")
+                                   f"engine's {expected[i]:.10g}", [about, whose])
+    summary = (f"{ITERS} iterations on your ops: loss {losses[0]:.4f} -> {losses[-1]:.4f}, the engine's losses to "
+               f"{diff.max():.1g}")
     return Grade(task, "PASS", summary, [about, whose])

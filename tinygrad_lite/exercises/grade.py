@@ -4,8 +4,8 @@ place of the engine's.
 Per case (float64, the inputs of `opcases.make_inputs`): the engine's run and the learner's run,
 each backpropagating the same random upstream gradient, are compared node by node (the op's output,
 then each input's gradient, by name); then gradcheck (central differences over the whole Jacobian),
-and gradgradcheck when the learner's backward returns Tensors. The first case that fails is
-diagnosed (diagnose.py). Only this task's ops are the learner's: a task never needs another's code.
+and gradgradcheck (fast mode: random projections) when the learner's backward returns Tensors. The
+first case that fails is diagnosed (diagnose.py). Only this task's ops are the learner's: a task never needs another's code.
 """
 from __future__ import annotations
 
@@ -139,7 +139,9 @@ def _grade_case(op: Op, cls: type, row, case, src: Source) -> bool:
     fn = functools.partial(row.fn, **case.kw)
     returned = [g for c in yours.calls for g in _grads(c) if g is not None]
     in_tensor_ops = all(hasattr(g, "_wrap") for g in returned)
-    for check in (gradcheck, gradgradcheck) if in_tensor_ops else (gradcheck,):
+    # gradcheck compares the whole Jacobian; gradgradcheck random projections of it (the whole one on a mismatch)
+    checks = (gradcheck, functools.partial(gradgradcheck, fast=True))
+    for check in checks if in_tensor_ops else checks[:1]:
         try:
             with observe.watch(Plug({op.cls: cls})):
                 check(fn, make_inputs(row, case, "contig"))

@@ -34,8 +34,8 @@ def _buffered_scatter(shape: tuple, index, values: np.ndarray) -> np.ndarray:
     return out
 
 
-_REPEATS = ("repeated indices counted once: out[index] += g adds once per distinct position (NumPy buffers the "
-            "update); np.add.at(out, index, g), or IndexAdd, adds every time")
+_REPEATS = ("repeated {} counted once: out[{}] += g adds once per distinct position (NumPy buffers the update); "
+            "np.add.at(out, {}, g), or IndexAdd, adds every time")
 ADD = ()
 MUL = (Mistake("the inputs swapped: d(a*b)/da is b, not a, and d(a*b)/db is a",
                lambda c, e: {"a": unbroadcast(c.g * c.args["a"], np.shape(c.args["a"])),
@@ -52,9 +52,9 @@ TANH = (Mistake("the input x used where the output tanh x was meant: d tanh x/dx
                 lambda c, e: {"x": c.g * (1 - c.out)}))
 TRANSPOSE = (Mistake("the forward's permutation applied again: undo it with its inverse, np.argsort(axes)",
                      lambda c, e: {"x": np.transpose(c.g, c.args["axes"])}),)
-INDEX_ADD = (Mistake(_REPEATS, lambda c, e: {"out": _buffered_scatter(c.args["shape"], c.args["index"], c.args["g"])}),)
-GETITEM = (Mistake(_REPEATS, lambda c, e: {"x": _buffered_scatter(np.shape(c.args["x"]), c.args["index"], c.g)}),)
-EMBEDDING = (Mistake(_REPEATS.replace("index", "ids"), lambda c, e: {
+INDEX_ADD = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {"out": _buffered_scatter(c.args["shape"], c.args["index"], c.args["g"])}),)
+GETITEM = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {"x": _buffered_scatter(np.shape(c.args["x"]), c.args["index"], c.g)}),)
+EMBEDDING = (Mistake(_REPEATS.format("ids", "ids", "ids"), lambda c, e: {
     "weight": _buffered_scatter(np.shape(c.args["weight"]), c.args["ids"].reshape(-1),
                                 c.g.reshape(-1, np.shape(c.args["weight"])[1]))}),)
 

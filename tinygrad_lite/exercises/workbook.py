@@ -71,10 +71,14 @@ def _class(op: Op, solutions: bool) -> str:
     return "\n".join(lines + [_method(op, "forward", solutions), "", _method(op, "backward", solutions)])
 
 
+ALWAYS = ("np", "Tensor", "Function")  # imported in every task file: what a backward is written with
+
+
 def _imports(code: str, modules: list[types.ModuleType]) -> str:
-    """The import lines for every name `code` uses but does not define, found in the engine's `modules`."""
+    """The import lines for ALWAYS and every name `code` uses but does not define, found in the engine's
+    `modules`."""
     tree = ast.parse(code)
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} | set(ALWAYS)
     defined = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
     defined |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     defined |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments)
@@ -119,7 +123,7 @@ def render(task: Task, solutions: bool) -> str:
         f"To write: {', '.join(writes)}. To grade it:",
         f"    {CLI} check <this folder> {task.name}",
         '"""'])
-    return f"{header}\n{_imports(_code(task, True), [tinygrad_lite.function, *modules])}\n\n\n{code}\n"
+    return f"{header}\n{_imports(_code(task, True), [tinygrad_lite.function, tinygrad_lite.tensor, *modules])}\n\n\n{code}\n"
 
 
 def render_readme() -> str:
@@ -191,7 +195,8 @@ def start(folder: Path, force: bool = False, with_solutions: bool = False) -> li
 # ------------------------------------------------------------------ reading a task file back
 @dataclass
 class Source:
-    """A task file: its path, and where each of its functions is, by qualified name ("MatMul.backward")."""
+    """A task file: its path, and the lines of each of its functions (decorators included), by qualified name
+    ("MatMul.backward")."""
     path: Path
     functions: dict  # qualified name -> (first line, last line)
     stubs: set  # the qualified names whose body is still `raise NotImplementedError(...)`
@@ -205,7 +210,8 @@ class Source:
             members = [(f"{node.name}.", n) for n in node.body] if isinstance(node, ast.ClassDef) else [("", node)]
             for prefix, fn in members:
                 if isinstance(fn, ast.FunctionDef):
-                    functions[prefix + fn.name] = (fn.lineno, fn.end_lineno)
+                    first = min([fn.lineno] + [d.lineno for d in fn.decorator_list])
+                    functions[prefix + fn.name] = (first, fn.end_lineno)
                     if _is_stub(fn):
                         stubs.add(prefix + fn.name)
         return cls(path, functions, stubs)

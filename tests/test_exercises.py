@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -416,3 +417,25 @@ def test_the_exercises_do_not_import_gpt_until_its_task():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert res.returncode == 0, res.stderr
+
+
+README_SECTION = "## Exercises: write the backward passes yourself"
+
+
+def test_the_readme_section_runs_and_shows_a_real_diagnosis(tmp_path):
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split(README_SECTION, 1)[1]
+    section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, flags=re.M | re.S)  # (language, text), in order
+    ((commands,), (code,), (output,)) = ([text for lang, text in blocks if lang == want] for want in ("", "python", "text"))
+    for line in commands.splitlines():  # start, list, check: each works on the new workbook
+        cmd = line.split("#")[0].split()
+        assert cmd[:3] == ["python", "-m", "tinygrad_lite.exercises"], line
+        res = run_cli(*cmd[3:], cwd=tmp_path)
+        assert res.returncode == 0, (line, res.stdout, res.stderr)
+    plant(tmp_path / "my-autograd" / "02_matmul.py", "MatMul.backward", code)
+    command, *shown = output.splitlines()
+    cmd = command.removeprefix("$ ").split()
+    assert cmd[:3] == ["python", "-m", "tinygrad_lite.exercises"], command
+    res = run_cli(*cmd[3:], cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr == ""
+    assert res.stdout.splitlines() == shown

@@ -180,7 +180,7 @@ TASKS: list[Task] = [
                  "(logits,) = ctx.saved_tensors is (N, V); ctx.t (N,) the targets, ctx.valid (N,) which rows count, "
                  "ctx.reduction, ctx.n_valid. Make a weight per row, w (N,) (g broadcast, / n_valid for 'mean', times "
                  "valid), then softmax(logits, -1) * w[:, None] minus w_i at (i, t_i): IndexAdd.apply(w, (np.arange(N), "
-                 "t), (N, V)) puts them there in Tensor ops. Return (dlogits, None, None, None)."),
+                 "ctx.t), (N, V)) puts them there in Tensor ops. Return (dlogits, None, None, None)."),
                 mistakes=M.CROSS_ENTROPY))),
     Task(10, "layer_norm", "layer norm",
          "a normalisation couples a whole row: the mean and the variance depend on every element, which gives two "

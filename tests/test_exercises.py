@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -410,6 +411,42 @@ def test_check_and_list_exit_codes_and_grades(tmp_path):
     res = run_cli("check", tmp_path / "elsewhere")
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "start" in res.stderr
     assert "1 add_mul" in run_cli("list").stdout
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_check_stopped_by_a_signal_exits_with_its_code_and_keeps_whole_grades(solutions, tmp_path, sig, code, said):
+    folder = copy_of(solutions[0], tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(CLI + ["check", str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    first = proc.stdout.readline()  # task 1 graded; the GPT task alone takes longer than what follows
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert first.startswith(" 1 add_mul            PASS")
+    assert (proc.returncode, err) == (code, said + "\n"), (out, err)
+    grades = json.loads((folder / PROGRESS).read_text())["tasks"]
+    assert grades["add_mul"]["grade"] == "PASS" and "gpt" not in grades
+
+
+def test_the_gpt_task_fails_when_an_op_passes_its_cases_but_trains_differently(solutions, tmp_path):
+    folder = copy_of(solutions[0], tmp_path)
+    plant(folder / "10_layer_norm.py", "LayerNorm.backward", """
+        @staticmethod
+        def backward(ctx, g):
+            x, weight, bias = ctx.saved_tensors
+            C = x.shape[-1]
+            xhat = (x - x.mean(-1, keepdims=True)) * ((x.var(-1, keepdims=True) + ctx.eps) ** -0.5)
+            gx = g if weight is None else g * weight
+            dx = (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) / (x.var(-1, keepdims=True) + ctx.eps).sqrt()
+            dx = dx * 1.01 if C > 8 else dx  # wrong only for more features than the op table's cases have
+            return (dx, None if weight is None else (g * xhat).reshape(-1, C).sum(0),
+                    None if bias is None else g.reshape(-1, C).sum(0), None)
+        """)
+    grades = [grade(t, folder) for t in FILE_TASKS]
+    assert all(g.status == "PASS" for g in grades)
+    g = grade_gpt(find("gpt"), folder, grades)
+    assert g.status == "FAIL" and g.summary.startswith("your ops train differently: at iteration 1 your loss is "), \
+        g.summary
 
 
 def test_the_exercises_do_not_import_gpt_until_its_task():

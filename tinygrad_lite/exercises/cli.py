@@ -16,8 +16,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 1
 WIDTH, INDENT = 110, " " * 6
 
 
-class Terminated(Exception):
-    """SIGTERM arrived."""
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, as KeyboardInterrupt is: the grader's handlers of the learner's errors
+    (`except Exception`) let it through."""
 
 
 def _terminate(signum, frame):
@@ -85,8 +86,8 @@ def run_check(folder: Path, names: list[str]) -> int:
         raise UsageError(e.args[0]) from None
     counts = {"PASS": 0, "FAIL": 0, "TODO": 0}
     for grade in check(folder, tasks):
+        save_grade(folder, grade.task, grade.status, grade.summary)  # kept before it is shown
         _show(grade)
-        save_grade(folder, grade.task, grade.status, grade.summary)
         counts[grade.status] += 1
     print(f"{counts['PASS']} pass, {counts['FAIL']} fail, {counts['TODO']} to do, of {sum(counts.values())} "
           f"task(s) checked; grades kept in {folder / PROGRESS}")

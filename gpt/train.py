@@ -40,8 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 import tinygrad_lite.functional as F
-from tinygrad_lite import no_grad
-from tinygrad_lite.fast import DataParallel, WorkerError
+from tinygrad_lite import fast, no_grad
+from tinygrad_lite.parallel import DataParallel, WorkerError
 from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 
 from . import checkpoint
@@ -87,7 +87,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 12  # B, per rank (mpiexec -n N: the global batch is N * B * grad_accum)
     grad_accum: int = 1  # K: micro-batches of batch_size per step, their gradients summed (loss scaled by 1/K)
-    workers: int | None = None  # processes each batch is split over (tinygrad_lite.fast.DataParallel); 1: none;
+    workers: int | None = None  # processes each batch is split over (tinygrad_lite.parallel.DataParallel); 1: none;
     # None: one per core (this rank's share under mpiexec; at most one per 4 rows, and 8), 1 with dropout
     dtype: str = "float32"  # of the model and its training: "float32" or "float64"
     max_iters: int = 2000
@@ -445,7 +445,7 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
          f"{cfg.tokenizer} tokenizer, vocabulary {tok.n_vocab:,}")
     _say(f"model: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, block size {c.block_size}, "
          f"dropout {c.dropout:g}{'' if c.bias else ', no bias'}: {model.num_parameters():,} parameters, "
-         f"{model.transformer.wte.weight.dtype} on the CPU (NumPy)")
+         f"{model.transformer.wte.weight.dtype} on the CPU (NumPy), engine {'fast' if fast.is_enabled() else 'math'}")
     rows = world.size * cfg.grad_accum * cfg.batch_size
     split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
              if rows != cfg.batch_size else "")

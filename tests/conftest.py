@@ -1,7 +1,7 @@
 """Fixtures for every test."""
 import pytest
 
-from tinygrad_lite import observe
+from tinygrad_lite import fast, observe
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +12,12 @@ def no_observer_left_behind():
     yield
     left, observe.current = observe.current, before
     assert left is before, f"the test left {type(left).__name__} installed as observe.current"
+
+
+@pytest.fixture(autouse=True)
+def math_engine_after_each_test():
+    """Every test starts on the math-first engine, the default: one that turns fast mode on (a command line
+    run in-process calls fast.enable()) must not leave it on for the next tests."""
+    assert not fast.is_enabled(), "fast mode was on when a test started"
+    yield
+    fast.disable()

@@ -13,12 +13,12 @@ from tinygrad_lite import Tensor, fast
 
 @pytest.fixture(params=["fast", "math-first"])
 def mode(request):
-    """Every test runs with the fast kernels and with the math-first ops alone."""
+    """Every test runs with the math-first ops (the default) and with the fast kernels."""
     if request.param == "fast":
-        yield
-    else:
-        with fast.disabled():
+        with fast.enabled():
             yield
+    else:
+        yield
 
 
 # ------------------------------------------------------------------ 0-d tensors

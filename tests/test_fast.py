@@ -2,13 +2,15 @@
 in float64 to rtol 1e-12 and in float32 within rounding, on contiguous and non-contiguous inputs,
 with broadcasting. The cases are keyed by op name and checked against `fast.KERNELS`, so a kernel
 cannot be registered without its test. Also: a graph built with fast kernels, differentiated with
-create_graph=True (the math-first backward on the kernel's saved context), gives the same gradients.
+create_graph=True (the math-first backward, on the context of the op's own forward run again), gives
+the same gradients.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+import tinygrad_lite
 import tinygrad_lite.functional as F
 from tinygrad_lite import Function, Tensor, autograd, fast
 
@@ -103,10 +105,10 @@ def test_fast_kernel_equals_math_first(name, i, layout, dtype):
     if layout == "non-contiguous":
         arrays = [_noncontiguous(a) for a in arrays]
     upstream = lambda shape: np.random.default_rng(99).standard_normal(shape)  # noqa: E731 (random, non-uniform)
-    with fast.disabled():
-        want_out, want_grads = _run(fn, arrays, upstream, dtype)
-    assert fast.is_enabled()
-    got_out, got_grads = _run(fn, arrays, upstream, dtype)
+    assert not fast.is_enabled()  # the default: the math-first ops
+    want_out, want_grads = _run(fn, arrays, upstream, dtype)
+    with fast.enabled():
+        got_out, got_grads = _run(fn, arrays, upstream, dtype)
     scale = max([float(np.max(np.abs(a), initial=0)) for a in [want_out, *want_grads] if a is not None
                  and np.isfinite(a).all()], default=0.0) * (widen[0] if widen else 1.0)
     _close(got_out, want_out, dtype, scale)
@@ -116,8 +118,9 @@ def test_fast_kernel_equals_math_first(name, i, layout, dtype):
         if got is not None:
             assert got.dtype == dtype and got.shape == want.shape
             _close(got, want, dtype, scale)
-    # the kernels' forward saves what the math-first backward reads: create_graph runs that backward
-    _, cg_grads = _run(fn, arrays, upstream, dtype, create_graph=True)
+    # create_graph on a graph the kernels built runs the ops' own backward (their forward is run again for it)
+    with fast.enabled():
+        _, cg_grads = _run(fn, arrays, upstream, dtype, create_graph=True)
     for got, want in zip(cg_grads, want_grads):
         if want is not None:
             _close(got, want, dtype, scale)
@@ -132,7 +135,7 @@ def _close(got: np.ndarray, want: np.ndarray, dtype, scale: float) -> None:
 
 def test_a_broken_kernel_is_caught(monkeypatch):
     """The comparison can fail: a GELU kernel whose backward is 1e-9 off in float64 is detected."""
-    kernel = next(k for op, k in fast.KERNELS.items() if op.name == "gelu")
+    kernel = fast.KERNELS[F.GELU]
     original = kernel.backward
 
     def off(ctx, g):
@@ -144,16 +147,36 @@ def test_a_broken_kernel_is_caught(monkeypatch):
 
 
 def test_fast_mode_switches_every_kernel_and_restores():
-    assert fast.is_enabled() and all(op.impl is k for op, k in fast.KERNELS.items())
-    with fast.disabled():
-        assert not fast.is_enabled() and all(op.impl is op for op in fast.KERNELS)
-    assert all(op.impl is k for op, k in fast.KERNELS.items())
+    implementation = tinygrad_lite.state.implementation
+    assert not fast.is_enabled() and all(implementation(op) is op for op in fast.KERNELS)  # the default
+    with fast.enabled():
+        assert fast.is_enabled() and all(implementation(op) is k for op, k in fast.KERNELS.items())
+        with fast.disabled():
+            assert not fast.is_enabled() and all(implementation(op) is op for op in fast.KERNELS)
+        assert all(implementation(op) is k for op, k in fast.KERNELS.items())
+    assert not fast.is_enabled()
+    fast.enable()
+    assert fast.is_enabled()
+    fast.disable()
+    assert not fast.is_enabled() and all(implementation(op) is op for op in fast.KERNELS)
     assert len([op for op in fast.KERNELS if issubclass(op, Function)]) == len(CASES)
+
+
+def test_every_kernel_writes_its_own_forward():
+    """A kernel depends on its op's forward signature only, never on what the op's forward sets on ctx: each
+    kernel class defines its own forward (none borrows the op's), with the op's parameters."""
+    import inspect
+    for op, k in fast.KERNELS.items():
+        if not issubclass(op, Function):
+            continue
+        assert "forward" in vars(k) and k.forward is not op.forward, f"the {op.name} kernel borrows the op's forward"
+        assert list(inspect.signature(k.forward).parameters) == list(inspect.signature(op.forward).parameters), op.name
 
 
 def test_causal_attention_runs_in_blocks_of_query_rows():
     """The block cases above do take the block path (the last block meets every key, the first only its own)."""
     q, k, v = (Tensor(np.random.default_rng(i).standard_normal((1, 2, 130, 4)), requires_grad=True) for i in range(3))
-    blocks = F.scaled_dot_product_attention(q, k, v)._ctx.blocks
-    assert [(lo, hi, keys) for lo, hi, keys, _, _ in blocks] == [(0, 65, 65), (65, 130, 130)]
-    assert len(F.scaled_dot_product_attention(q, k, v, causal=False)._ctx.blocks) == 1
+    with fast.enabled():
+        blocks = F.scaled_dot_product_attention(q, k, v)._ctx.blocks
+        assert [(lo, hi, keys) for lo, hi, keys, _, _ in blocks] == [(0, 65, 65), (65, 130, 130)]
+        assert len(F.scaled_dot_product_attention(q, k, v, causal=False)._ctx.blocks) == 1

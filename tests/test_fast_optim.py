@@ -1,7 +1,7 @@
 """The optimizers' fast kernels (tinygrad_lite/fast/optim.py) equal the math-first updates in optim.py.
 
-Each case runs the same params, grads and hyperparameters twice, once with the fast kernel registered
-for the optimizer and once under `fast.disabled()` (the optimizer's own `update`), and compares the
+Each case runs the same params, grads and hyperparameters twice, once under `fast.enabled()` (the kernel
+registered for the optimizer) and once by default (the optimizer's own `update`), and compares the
 params and the whole optimizer state: float64 to rtol 1e-12, float32 within rounding. The shapes are
 random and include 0-d params, params that span several (shrunken) chunks, params whose `.data` is a
 strided view, strided gradients, and runs on 1, 2 and 3 threads.
@@ -16,7 +16,8 @@ import pytest
 import tinygrad_lite.fast as fast
 import tinygrad_lite.fast.optim as fast_optim
 import tinygrad_lite.optim as optim
-from tinygrad_lite.function import Function
+from tinygrad_lite.function import Function, MathGrads
+from tinygrad_lite.state import implementation
 from tinygrad_lite.tensor import Tensor
 
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-14), np.float32: dict(rtol=1e-6, atol=1e-6)}
@@ -81,12 +82,12 @@ def run(make_opt, dtype, seed: int, n_steps: int, use_fast: bool):
         for p, g in zip(params, step_grads):
             p.grad = g
         if use_fast:
-            assert type(opt).impl is kernel
-            opt.step()
-        else:
-            with fast.disabled():
-                assert type(opt).impl is type(opt)
+            with fast.enabled():
+                assert implementation(type(opt)) is kernel
                 opt.step()
+        else:
+            assert implementation(type(opt)) is type(opt)  # the default: the optimizer's own update
+            opt.step()
     return params, opt
 
 
@@ -139,7 +140,7 @@ def test_params_without_grad_and_tensor_grads_alike():
         for step_grads in grads:
             for i, (p, g) in enumerate(zip(params, step_grads)):
                 p.grad = None if i == 1 else Tensor(g, dtype=np.float64) if i % 3 == 2 else g
-            with contextlib.nullcontext() if use_fast else fast.disabled():
+            with fast.enabled() if use_fast else contextlib.nullcontext():
                 opt.step()
         assert id(params[1]) not in opt.state
         results.append((params, opt))
@@ -154,12 +155,12 @@ def clip(dtype, seed: int, max_norm: float, use_fast: bool):
     params[2].grad = params[1].grad  # one array held by two params: scaled once
     params[5].grad = None
     if use_fast:
-        assert optim.ClipGradNorm.impl is fast.KERNELS[optim.ClipGradNorm]
-        norm = optim.clip_grad_norm_(params, max_norm)
-    else:
-        with fast.disabled():
-            assert optim.ClipGradNorm.impl is optim.ClipGradNorm
+        with fast.enabled():
+            assert implementation(optim.ClipGradNorm) is fast.KERNELS[optim.ClipGradNorm]
             norm = optim.clip_grad_norm_(params, max_norm)
+    else:
+        assert implementation(optim.ClipGradNorm) is optim.ClipGradNorm
+        norm = optim.clip_grad_norm_(params, max_norm)
     return norm, [p.grad.data if isinstance(p.grad, Tensor) else p.grad for p in params]
 
 
@@ -181,17 +182,20 @@ def test_clip_grad_norm_fast_equals_math(runner, dtype, max_norm, seed):
 
 # ------------------------------------------------------------------ switches
 def test_every_optimizer_kernel_has_cases():
-    """fast.KERNELS holds op kernels (tests/test_fast.py) and these, each tested above."""
-    others = {op for op in fast.KERNELS if not issubclass(op, Function)}
+    """fast.KERNELS holds op kernels and the backward pass's (tests/test_fast.py) and these, each tested above."""
+    others = {op for op in fast.KERNELS if not issubclass(op, Function) and op is not MathGrads}
     assert others == {optim.SGD, optim.AdamW, optim.ClipGradNorm}
 
 
-def test_disabled_switches_the_optimizers_back_and_restores():
+def test_the_switch_turns_the_optimizers_to_their_kernels_and_back():
     kernels = {c: fast.KERNELS[c] for c in (optim.SGD, optim.AdamW, optim.ClipGradNorm)}
-    assert all(c.impl is k for c, k in kernels.items())
-    with fast.disabled():
-        assert all(c.impl is c for c in kernels)
-    assert all(c.impl is k for c, k in kernels.items())
+    assert all(implementation(c) is c for c in kernels)  # the default: math first
+    with fast.enabled():
+        assert all(implementation(c) is k for c, k in kernels.items())
+        with fast.disabled():
+            assert all(implementation(c) is c for c in kernels)
+        assert all(implementation(c) is k for c, k in kernels.items())
+    assert all(implementation(c) is c for c in kernels)
 
 
 def test_a_subclass_runs_its_own_update():
@@ -206,19 +210,22 @@ def test_a_subclass_runs_its_own_update():
 
     p = Tensor(np.ones(3), requires_grad=True, dtype=np.float64)
     p.grad = np.ones(3)
-    Logged([p], lr=0.5).step()
+    with fast.enabled():
+        Logged([p], lr=0.5).step()
     assert calls == [(3,)] and np.all(p.data == 0.5)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_set_num_threads_rejects_bad_values(bad):
+    before = fast.get_num_threads()
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         fast.set_num_threads(bad)
-    assert fast.get_num_threads() == 1
+    assert fast.get_num_threads() == before
 
 
 def test_threads_are_opt_in():
-    """Importing and stepping start no thread; set_num_threads(2) starts one helper, set_num_threads(1) stops it."""
+    """Importing and stepping start no thread, neither does enabling fast mode before a step needs them;
+    fast mode on two threads starts one helper, set_num_threads(1) stops it."""
     code = """
 import threading, numpy as np
 import tinygrad_lite, tinygrad_lite.optim as optim
@@ -230,6 +237,10 @@ opt = optim.AdamW([p])
 opt.step(); optim.clip_grad_norm_([p], 1.0)
 assert tinygrad_lite.fast.get_num_threads() == 1 and names() == [], names()
 tinygrad_lite.fast.set_num_threads(2)
+opt.step()
+assert names() == [], names()  # math first: the optimizer's own update, on this thread
+tinygrad_lite.fast.enable()
+assert names() == [], names()
 opt.step()
 assert len(names()) == 1, names()
 tinygrad_lite.fast.set_num_threads(1)

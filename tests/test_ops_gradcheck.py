@@ -3,7 +3,8 @@
 A row is an op (a function of float64 Tensors returning a Tensor or a tuple of Tensors), the input
 domain that keeps central differences away from kinks and singularities, its shape cases and, where
 there is one, an independent NumPy reference for the forward. Every (row, case) runs on contiguous
-inputs and on non-contiguous views of the same values, and is checked three ways:
+inputs and on non-contiguous views of the same values, on both engines (the math-first ops, the default,
+and the fast kernels of `tinygrad_lite.fast.enable()`), and is checked three ways:
 
 - forward: equals the NumPy reference;
 - weighted: gradcheck of sum_j sum(op(x)_j * R_j), R_j a fixed random, non-uniform upstream gradient;
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinygrad_lite import Function, get_default_dtype, set_default_dtype
+from tinygrad_lite import Function, fast, get_default_dtype, set_default_dtype
 from tinygrad_lite import observe
 from tinygrad_lite.function import OPS as REG  # the op registry: every op in it must have rows in the table
 from tinygrad_lite.gradcheck import GradcheckError, gradcheck
@@ -30,6 +31,16 @@ def float64_default():
     set_default_dtype(np.float64)
     yield
     set_default_dtype(prev)
+
+
+@pytest.fixture(autouse=True, params=["math", "fast"])
+def engine(request):
+    """Every test of the table runs on the math-first ops (the default) and on the fast kernels."""
+    if request.param == "fast":
+        with fast.enabled():
+            yield request.param
+    else:
+        yield request.param
 
 
 PARAMS = [pytest.param(op, c, layout, id=f"{op.name}-{c.id}-{layout}")

@@ -17,7 +17,7 @@ ENGINES = [pytest.param(False, id="fast"), pytest.param(True, id="math-first")]
 
 
 def engine(math_first: bool):
-    return tinygrad_lite.fast.disabled() if math_first else contextlib.nullcontext()
+    return contextlib.nullcontext() if math_first else tinygrad_lite.fast.enabled()  # math first: the default
 
 
 def test_profile_counts_forward_backward_and_optimizer(capsys):
@@ -32,11 +32,12 @@ def test_profile_counts_forward_backward_and_optimizer(capsys):
         y.sum().backward()
         opt.step()
     rows = {r[0]: r for r in prof.rows()}
-    assert rows["linear"][1] == 1 and rows["linear"][3] == 1
-    assert rows["gelu"][1:4:2] == (1, 1)
-    assert rows["add"][1] == 1 and rows["sum"][3] == 1
-    assert rows["optimizer.step"][1] == 1
-    assert all(r[2] >= 0 and r[4] >= 0 for r in rows.values())
+    assert rows["linear"][2] == 1 and rows["linear"][4] == 1
+    assert rows["gelu"][2:5:2] == (1, 1)
+    assert rows["add"][2] == 1 and rows["sum"][4] == 1
+    assert rows["optimizer.step"][2] == 1
+    assert all(r[3] >= 0 and r[5] >= 0 for r in rows.values())
+    assert {r[1] for r in rows.values()} == {"math"}  # the default: every op as written
     assert "linear" in capsys.readouterr().out
     assert Tensor.__add__ is add_before and F.linear is linear_before  # nothing of the engine is patched
     assert all(cls.__dict__["step"] is step for cls, step in steps_before.items())  # un-patched on exit
@@ -54,7 +55,7 @@ def test_every_optimizer_step_is_timed_once_even_through_super():
         Twice([w], lr=0.5).step()
         np.testing.assert_array_equal(w.data, [0.5, 0.5, 0.5])  # one SGD step: w - lr * grad
         optim.AdamW([w], lr=0.1).step()
-    assert {r[0]: r[1] for r in prof.rows()} == {"optimizer.step": 2}
+    assert {r[0]: r[2] for r in prof.rows()} == {"optimizer.step": 2}
     assert Twice.__dict__["step"] is twice_step  # a class defined after import is patched and restored too
 
 
@@ -66,12 +67,12 @@ def test_nested_ops_counted_once_and_no_double_activation():
             with tinygrad_lite.profile():
                 pass
         assert observe.current is prof  # the refused second profile changed nothing
-    assert [(r[0], r[1], r[3]) for r in prof.rows()] == [("getitem", 2, 0)]
+    assert [(r[0], r[2], r[4]) for r in prof.rows()] == [("getitem", 2, 0)]
     assert len(parts) == 2
     # a math-first backward runs Tensor ops (mul's is g * b): they are its time, not more forward rows
-    with tinygrad_lite.fast.disabled(), tinygrad_lite.profile(quiet=True) as prof:
+    with tinygrad_lite.profile(quiet=True) as prof:
         (x * 2.0).sum().backward()
-    assert {r[0]: (r[1], r[3]) for r in prof.rows()} == {"mul": (1, 1), "sum": (1, 1)}
+    assert {r[0]: (r[2], r[4]) for r in prof.rows()} == {"mul": (1, 1), "sum": (1, 1)}
 
 
 def test_an_error_in_the_block_restores_the_observer_and_the_optimizers():
@@ -142,5 +143,19 @@ def test_every_op_in_the_registry_gets_a_row(name, math_first):
         out.backward(np.ones(out.shape, out.dtype))
     rows = {r[0]: r for r in prof.rows()}
     assert name in rows, f"no profiler row for op {name!r}: {sorted(rows)}"
-    assert rows[name][1:4:2] == (1, 1)  # one forward, one backward: the ops its backward runs are its time
+    assert rows[name][2:5:2] == (1, 1)  # one forward, one backward: the ops its backward runs are its time
     assert name in prof.table()
+    has_kernel = OPS[name] in tinygrad_lite.fast.KERNELS
+    assert rows[name][1] == ("fast" if has_kernel and not math_first else "math")  # the implementation that ran
+
+
+def test_the_table_says_which_implementation_ran_each_op():
+    x = leaf(2, 3)
+    with tinygrad_lite.profile(quiet=True) as prof:
+        F.gelu(x).sum().backward()
+        with tinygrad_lite.fast.enabled():
+            F.gelu(x).sum().backward()
+    assert sorted((r[0], r[1]) for r in prof.rows()) == [("gelu", "fast"), ("gelu", "math"), ("sum", "math")]
+    header, *lines = prof.table().splitlines()
+    assert header.split()[:2] == ["op", "impl"]
+    assert {tuple(line.split()[:2]) for line in lines[:-1]} == {("gelu", "fast"), ("gelu", "math"), ("sum", "math")}

@@ -1,4 +1,4 @@
-"""tinygrad_lite.fast.DataParallel: a batch split over worker processes gives the gradients and the loss of
+"""tinygrad_lite.parallel.DataParallel: a batch split over worker processes gives the gradients and the loss of
 one process, sees every optimizer step, survives bad input and a dead worker; gpt train --workers."""
 import os
 import signal
@@ -13,7 +13,7 @@ from gpt.model import GPT
 from gpt.errors import UsageError
 from gpt.train import TrainConfig, _workers, train
 from tinygrad_lite import Tensor, no_grad, optim
-from tinygrad_lite.fast import DataParallel, WorkerError
+from tinygrad_lite.parallel import DataParallel, WorkerError
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="DataParallel needs POSIX")
 
@@ -244,7 +244,7 @@ def test_an_interrupted_call_stops_the_workers_and_keeps_the_model():
 
 
 def test_not_enough_shared_memory_is_named():
-    from tinygrad_lite.fast.workers import _shared_file
+    from tinygrad_lite.parallel.workers import _shared_file
     with pytest.raises(OSError, match=r"needs [\d,]+ MB of shared memory"):
         _shared_file(1 << 62)
     fd = _shared_file(1 << 20)  # an unlinked file with its space reserved
@@ -311,7 +311,7 @@ def test_ctrl_c_with_workers_saves_stops_them_and_resumes_exactly(tmp_path, monk
     assert "interrupted: iteration 6 saved" in capsys.readouterr().err
     import gc
     gc.collect()
-    assert not [p for p in _children() if "tinygrad_lite.fast.workers" in p]  # no worker left running
+    assert not [p for p in _children() if "tinygrad_lite.parallel.workers" in p]  # no worker left running
     resumed = train(cfg("stop", resume=True))
     assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
 

@@ -7,6 +7,11 @@ and, when some input requires a gradient, records a graph node: the output Tenso
 
 Every built-in op is declared once, with `@register`, in the op registry `OPS`; the profiler and the
 test tables are built from it.
+
+What runs is what is written here: `apply` runs the op's own forward, and backprop.py its own
+backward, unless fast mode is on (`tinygrad_lite.fast.enable()`), in which case `apply` runs the fast
+kernel registered for the op, if there is one (`state.implementation`, read in `apply` and in
+`run_backward`, nowhere else).
 """
 from __future__ import annotations
 
@@ -36,9 +41,9 @@ class Context:
     forward argument i require a gradient. Any other attribute may be set for the backward's use.
     """
 
-    def __init__(self, fn: type["Function"], inputs: tuple, needs_input_grad: tuple):
+    def __init__(self, fn: type["Function"], inputs: tuple, needs_input_grad: tuple, impl: type | None = None):
         self.fn, self.inputs, self.needs_input_grad = fn, inputs, needs_input_grad
-        self.impl = fn.impl  # the forward that runs: the op itself, or a fast kernel registered beside it
+        self.impl = impl or fn  # what ran the forward: the op itself, or (in fast mode) its fast kernel
         self.saved = ()
         self._out = None  # a weak reference to the output Tensor, once there is one
 
@@ -96,12 +101,10 @@ class Function:
     """
 
     name: str = ""  # the op's name in the registry, the profiler and error messages
-    impl: type = None  # what runs forward (and, without create_graph, backward): the class or its fast kernel
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.name = cls.__dict__.get("name") or cls.__name__.lower()
-        cls.impl = cls
 
     @staticmethod
     def forward(ctx: Context, *args):
@@ -121,7 +124,10 @@ class Function:
             arrays.append(a.data if is_tensor else a)
         like = _any_tensor(args)
         record = state.local.grad_enabled and any(needs)
-        ctx = Context(cls, tuple(tensors), tuple(needs))
+        impl = state.implementation(cls)  # this op's own forward, or in fast mode its kernel's
+        ctx = Context(cls, tuple(tensors), tuple(needs), impl)
+        if impl is not cls and record:
+            ctx.args = arrays  # for math_context: the op's own backward needs its own forward's context
         try:
             out = observe.current.forward(ctx, ctx.impl, arrays)
         except ValueError as e:
@@ -144,13 +150,14 @@ class MathGrads:
     calls these methods). With create_graph those ops are recorded, and a leaf's `.grad` is a Tensor that
     carries the graph; without it they run under no_grad and `.grad` is a NumPy array, as usual."""
 
-    def __init__(self, create_graph: bool):
+    def __init__(self, create_graph: bool = False):
         self.create_graph = create_graph
 
     def start(self, g):  # the gradient a root starts with
         return g
 
     def node(self, ctx: Context, g):  # dL/d(inputs) of one op, from dL/d(output), watched by the tools
+        ctx = math_context(ctx)
         grads = observe.current.backward(ctx, ctx.fn.backward, g)
         grads = grads if isinstance(grads, (tuple, list)) else (grads,)
         if self.create_graph:
@@ -161,15 +168,37 @@ class MathGrads:
         return g if total is None else total + g
 
     def tensor(self, g):  # as a Tensor (hooks and autograd.grad see Tensors)
-        return g
+        if self.create_graph:
+            return g
+        view = g.data.view()  # read-only: a backward may hand one array to several inputs, so a hook that
+        view.flags.writeable = False  # wrote into it would change the others' gradients too
+        return g._wrap(view, None)
 
     def from_hook(self, result, t):  # what a gradient hook on t returned, as a gradient
         return result if hasattr(result, "_wrap") else t._wrap(np.array(result, dtype=t.dtype), None)
 
     def to_leaf(self, leaf, g) -> None:  # leaf.grad += g
-        if not self.create_graph:
-            g = g.data.astype(leaf.dtype, copy=False)
+        if not self.create_graph:  # an array of the leaf's own: optimizers and all-reduces write .grad in place,
+            g = g.data.astype(leaf.dtype, copy=False)  # and a backward may hand one array to several inputs
+            if leaf.grad is None:
+                g = np.array(g, order="C")
         leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+def math_context(ctx: Context) -> Context:
+    """The context the op's own forward leaves, for its own backward: `ctx` itself, or, when a fast kernel
+    ran the forward (the kernel keeps what its own backward needs), a new one from running the op's forward
+    again on the same arguments. The recomputed output is replaced by the real one, so that a backward
+    that reads it stays connected to the graph."""
+    if ctx.impl is ctx.fn:
+        return ctx
+    new = Context(ctx.fn, ctx.inputs, ctx.needs_input_grad)
+    out = ctx.fn.forward(new, *ctx.args)
+    real = ctx._out() if ctx._out is not None else None
+    if real is not None:
+        new.saved = tuple(real.data if a is out else a for a in new.saved)
+        new._out = ctx._out
+    return new
 
 
 def _once_differentiable(ctx: Context, g):
@@ -195,16 +224,10 @@ class NotDifferentiable(Function):
                            f"differentiated again; write that backward in Tensor ops to allow create_graph=True")
 
 
-def math_no_graph() -> MathGrads:
-    return MathGrads(create_graph=False)
-
-
-no_graph_grads = math_no_graph  # makes the strategy of a pass that builds no graph; tinygrad_lite.fast puts its own
-
-
 def run_backward(roots, seeds, retain_graph: bool, create_graph: bool, inputs=None) -> list:
-    """backprop.backward with the math-first strategy when a graph is built, else the no-graph one."""
-    grads = MathGrads(create_graph=True) if create_graph else no_graph_grads()
+    """backprop.backward with the math-first strategy, MathGrads; in fast mode, a pass that builds no graph
+    runs its fast kernel instead (tinygrad_lite.fast's FastGrads: in-place sums, the kernels' backwards)."""
+    grads = MathGrads(create_graph=True) if create_graph else state.implementation(MathGrads)()
     return backprop.backward(roots, seeds, grads, retain_graph, inputs)
 
 

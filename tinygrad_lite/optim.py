@@ -5,9 +5,9 @@ overrides, ``zero_grad`` sets ``.grad = None``, and ``state_dict`` holds per-par
 param's index counted across all groups.
 
 Each optimizer's rule is one short ``update(p, g, state, group)`` on the NumPy arrays of one param,
-in place. ``step()`` runs it through ``type(opt).impl``, which is the optimizer class itself, or a
-fast kernel registered beside it in ``tinygrad_lite.fast`` (chunked, fused, optionally threaded) and
-tested equal to it; ``clip_grad_norm_`` runs its two passes through ``ClipGradNorm.impl`` alike.
+in place. ``step()`` runs it through ``update_all`` of the optimizer class itself, or, in fast mode
+(``tinygrad_lite.fast.enable()``), of the fast kernel registered for that class (chunked, fused,
+optionally threaded) and tested equal to it; ``clip_grad_norm_`` runs its two passes alike.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .state import implementation
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "AdamW", "clip_grad_norm_", "ClipGradNorm", "cosine_with_warmup", "WarmupCosine"]
@@ -45,13 +46,11 @@ class Optimizer:
     A subclass writes its rule as ``update(p, g, state, group)``.
     """
 
-    name: str = ""  # the optimizer's name (fast kernels are registered under it)
-    impl: type = None  # what runs update_all: the class itself, or its fast kernel (tinygrad_lite.fast)
+    name: str = ""  # the optimizer's name
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.name = cls.__dict__.get("name") or cls.__name__.lower()
-        cls.impl = cls  # a subclass (which may change `update`) starts math first
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], defaults: dict[str, Any]):
         if isinstance(params, (Tensor, dict)):
@@ -132,7 +131,7 @@ class Optimizer:
         """Update every param that has a gradient, in place."""
         todo = [(p, g, group) for group in self.param_groups for p, g in self._params_with_grad(group)]
         work = [(p.data, g, self.state.setdefault(id(p), {}), group) for p, g, group in todo]  # all grads checked
-        type(self).impl.update_all(self, work)
+        implementation(type(self)).update_all(self, work)  # this class's update, or in fast mode its kernel's
 
     def update_all(self, work: Work) -> None:
         """Run ``update`` on every (param, grad, state, group): what a fast kernel replaces."""
@@ -208,9 +207,6 @@ class Optimizer:
             new_groups.append(merged)
         self.param_groups = new_groups
         self.state = new_state
-
-
-Optimizer.impl = Optimizer
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -303,10 +299,9 @@ class AdamW(Optimizer):
 
 
 class ClipGradNorm:
-    """clip_grad_norm_'s two passes over the gradient arrays; ``impl`` is this class or its fast kernel."""
+    """clip_grad_norm_'s two passes over the gradient arrays (in fast mode, those of its fast kernel)."""
 
     name = "clip_grad_norm_"
-    impl: type = None
 
     @staticmethod
     def total_norm(grads: list[np.ndarray]) -> float:
@@ -320,9 +315,6 @@ class ClipGradNorm:
             g *= factor
 
 
-ClipGradNorm.impl = ClipGradNorm
-
-
 def clip_grad_norm_(params: Tensor | Iterable[Tensor], max_norm: float, eps: float = 1e-6) -> float:
     """Scale all gradients in place so that their joint L2 norm is at most ``max_norm``.
 
@@ -334,11 +326,12 @@ def clip_grad_norm_(params: Tensor | Iterable[Tensor], max_norm: float, eps: flo
         raise ValueError(f"max_norm must be >= 0, got {max_norm}")
     params = [params] if isinstance(params, Tensor) else list(params)
     grads = [_grad_array(p.grad) for p in params if p.grad is not None]
-    norm = ClipGradNorm.impl.total_norm(grads)  # ||g|| over all grads as one vector
+    passes = implementation(ClipGradNorm)  # this class, or in fast mode its kernel
+    norm = passes.total_norm(grads)  # ||g|| over all grads as one vector
     if norm > max_norm:
         # a grad array shared by two params (one engine array handed to both) is scaled once
         distinct = {(g.__array_interface__["data"][0], g.shape, g.strides): g for g in grads}
-        ClipGradNorm.impl.scale_(list(distinct.values()), max_norm / (norm + eps))
+        passes.scale_(list(distinct.values()), max_norm / (norm + eps))
     return norm
 
 

@@ -1,4 +1,5 @@
-"""The engine's two settings: whether ops record a graph (grad mode, per thread), and the default float dtype."""
+"""The engine's settings: whether ops record a graph (grad mode, per thread), the default float dtype, and
+fast mode: whether registered fast kernels replace the ops (off unless `tinygrad_lite.fast.enable()`)."""
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,25 @@ class _Local(threading.local):
 
 local = _Local()
 _default_dtype = np.dtype(np.float32)
+
+KERNELS: dict[type, type] = {}  # op -> its fast kernel (tinygrad_lite.fast registers them; they run in fast mode)
+_fast = False  # fast mode, process-wide: off, so every op runs the forward and backward written in its class
+
+
+def implementation(op: type) -> type:
+    """What runs for `op` (a Function, an optimizer class, the backward pass's gradient strategy): its
+    registered fast kernel while fast mode is on, else `op` itself. The one place the switch is read."""
+    return KERNELS.get(op, op) if _fast else op
+
+
+def is_fast_enabled() -> bool:
+    return _fast
+
+
+def set_fast_enabled(on: bool) -> None:
+    """Fast mode on or off (`tinygrad_lite.fast.enable()` / `disable()` call this)."""
+    global _fast
+    _fast = bool(on)
 
 
 def get_default_dtype() -> np.dtype:

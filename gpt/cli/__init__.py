@@ -19,6 +19,7 @@ import os
 import sys
 
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, RunFailed, UsageError
+from . import engine
 
 COMMANDS = [
     "gpt.cli.demo",  # demo: tokenize two sentences, GPT-2 124M forward, loss at init, backward
@@ -44,16 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=Parser)
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
+    for name, sub in subparsers.choices.items():  # every command: --engine, fast by default but for gradcheck
+        engine.add_option(sub, "math" if name == "gradcheck" else "fast",
+                          engine.GRADCHECK_HELP if name == "gradcheck" else None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a bad flag: argparse's "error: ..." line and exit status 2
-    import tinygrad_lite.fast
     ranks_here = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
-    # malloc reuse and the optimizer's threads (this process's share of the cores under mpiexec): a program's
-    # choice, not an import's
-    tinygrad_lite.fast.tune_process(max(1, (os.cpu_count() or 1) // ranks_here))
+    # the engine (math or fast), with its process settings: a program's choice, not an import's
+    engine.start(args.engine, ranks_here)  # each command's header line names it
     try:
         return int(args.func(args) or 0)
     except (UsageError, RunFailed) as e:

@@ -125,6 +125,7 @@ def grad_norm(params) -> float:
 def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = print) -> dict:
     """Run the demo for `config`; print with `out`; return the numbers (for tests and examples)."""
     import tinygrad_lite.functional as F
+    from . import engine
     from ..config import count_parameters
     from ..model import GPT
 
@@ -163,7 +164,7 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
     t0 = time.perf_counter()
     logits = model(idx)
     t_fwd = time.perf_counter() - t0
-    out(f"\nForward: logits shape {logits.shape}, dtype {logits.dtype} ({t_fwd:.2f} s)")
+    out(f"\nForward: logits shape {logits.shape}, dtype {logits.dtype} ({t_fwd:.2f} s, {engine.running()})")
     # next-token loss: position t predicts token t+1, so the last position has no target here
     loss = F.cross_entropy(logits[:, :-1], idx[:, 1:])
     ln_v = math.log(config.vocab_size)

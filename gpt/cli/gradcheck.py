@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import engine
+
 
 def register(subparsers) -> None:
     from ..config import PRESETS  # light: no numpy model code
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     idx = rng.integers(0, config.vocab_size, (B, T + 1))
     x, y = idx[:, :-1], idx[:, 1:]
     print(f"gradcheck of GPT preset {args.preset} ({config.n_layer} layers, n_embd {config.n_embd}, vocab "
-          f"{config.vocab_size}, {model.num_parameters():,} parameters) in float64, batch B={B}, T={T}, "
+          f"{config.vocab_size}, {model.num_parameters():,} parameters) in float64, {engine.running()}, batch B={B}, T={T}, "
           f"{'full' if args.full else 'fast'} mode, eps {args.eps:g}, atol {args.atol:g}, rtol {args.rtol:g}")
     label = {name: name + "".join(f" (= {a})" for a in aliases(model, name)) for name, _ in model.named_parameters()}
     width = max(len(n) for n in label.values()) + 2

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from . import engine
+
 
 def register(subparsers) -> None:
     from ..config import PRESETS  # light: no numpy model code
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     ids = np.random.default_rng(args.seed).integers(0, c.vocab_size, (B, T + 1))
     report = collect(model, ids[:, :-1], ids[:, 1:])  # random tokens: next-token targets are the shifted ids
     print(f"GPT, {what}: {c.n_layer} layers, {c.n_head} heads, n_embd {c.n_embd}, vocab {c.vocab_size}, "
-          f"{model.num_parameters():,} parameters")
+          f"{model.num_parameters():,} parameters, {engine.running()}")
     print(f"batch: random token ids (B={B}, T={T}), seed {args.seed}; loss {report.loss:.4f} "
           f"(ln {c.vocab_size} = {math.log(c.vocab_size):.4f})\n")
     print(format_report(report))

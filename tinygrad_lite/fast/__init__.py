@@ -1,35 +1,89 @@
-"""Speed, beside the math: every kernel here replaces a math-first op and is tested equal to it.
+"""Speed, beside the math, off until asked for: `tinygrad_lite.fast.enable()`.
 
-- `kernel(op)` registers a class with the same `forward` signature as `op` and a `backward` on NumPy
-  arrays. While fast mode is on (the default) the op's forward runs the kernel, and a backward pass
-  that builds no graph runs the kernel's backward; `create_graph=True` always runs the op's own
-  math-first backward (the kernel's forward saves what that needs).
-- `FastGrads` (engine.py) adds gradients in place when no one else holds the array, and keeps
-  sparse gradients (an embedding's rows, a slice) sparse.
-- `DataParallel(model, workers=N)` (workers.py) splits each batch by rows over N worker processes that
-  share the parameters' memory: the cores NumPy's one-core elementwise ops leave idle.
-- Process-wide switches are opt-in calls, never import side effects: `reuse_freed_memory()` (malloc
-  tuning), `set_num_threads(n)` (a thread pool for the optimizers), or both: `tune_process()`.
+By default every op runs the forward and backward written in its class (tensor.py, functional.py)
+and the optimizers their `update` (optim.py): what a student reads is what runs. `enable()` switches
+the whole engine to the kernels registered here, each tested equal to the op it replaces:
 
-`disabled()` runs a block on the math-first versions alone; the tests compare the two.
+- kernels.py: `kernel(op)` classes with the op's forward signature and a backward on NumPy arrays
+  (one GEMM over all leading axes, in-place GELU and layer norm, an attention softmax without the row
+  max, row sums as matrix-vector products, sparse gradients for embeddings and slices). They run in
+  an op's place in fast mode; a backward pass with `create_graph=True` runs the ops' own backward;
+- engine.py: `FastGrads`, the backward pass's kernel: gradients added in place when no one else holds
+  the array, sparse gradients kept sparse;
+- optim.py: the optimizers' updates and clipping, fused, chunked, optionally on threads;
+- memory.py: `reuse_freed_memory()`, glibc malloc tuning.
+
+`enable()` also makes the process settings the kernels are measured with (malloc reuse, optimizer
+threads); `disable()`, `is_enabled()`, `with enabled():`, `with disabled():`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
-from . import engine, kernels  # noqa: F401  (register the kernels and FastGrads)
+from .. import state
+from . import engine, kernels  # noqa: F401  (register the kernels and FastGrads; this changes nothing that runs)
 from .memory import reuse_freed_memory
-from .optim import get_num_threads, set_num_threads  # noqa: F401  (optimizer kernels; opt-in thread pool)
-from .registry import KERNELS, disabled, enable, is_enabled, kernel  # noqa: F401
-from .workers import DataParallel, WorkerError  # noqa: F401
+from .optim import default_num_threads, get_num_threads, set_num_threads  # noqa: F401
+from .registry import KERNELS, kernel  # noqa: F401
+
+
+def is_enabled() -> bool:
+    """Is fast mode on (the kernels run in place of the ops they replace)?"""
+    return state.is_fast_enabled()
+
+
+def enable(on: bool = True) -> None:
+    """Fast mode on, for the whole process: every registered kernel runs in place of its op (its forward,
+    and its backward in a backward pass that builds no graph), the backward pass adds gradients in place,
+    and the optimizers run their kernels. Also makes the process settings the kernels are measured with:
+    glibc's malloc keeps freed blocks for reuse, and the optimizers run on one thread per core (unless
+    `set_num_threads` chose). `enable(False)` is `disable()`."""
+    if on:
+        reuse_freed_memory()
+        default_num_threads(os.cpu_count() or 1)
+    state.set_fast_enabled(on)
+
+
+def disable() -> None:
+    """Fast mode off: every op runs the forward and backward written in its class (the default)."""
+    state.set_fast_enabled(False)
+
+
+@contextlib.contextmanager
+def enabled() -> Iterator[None]:
+    """`with fast.enabled():` fast mode inside the block, then the previous mode again."""
+    was = state.is_fast_enabled()
+    enable()
+    try:
+        yield
+    finally:
+        state.set_fast_enabled(was)
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """`with fast.disabled():` the math-first ops inside the block, then the previous mode again."""
+    was = state.is_fast_enabled()
+    disable()
+    try:
+        yield
+    finally:
+        state.set_fast_enabled(was)
 
 
 def tune_process(num_threads: int | None = None) -> None:
-    """Both process-wide speed switches at once, for a training loop or a benchmark: malloc keeps freed
-    blocks for reuse (`reuse_freed_memory`), and the optimizers run on `num_threads` threads
-    (`set_num_threads`; default: one per CPU core). `python -m gpt` calls it for every command."""
+    """The process settings alone, without fast mode: malloc keeps freed blocks for reuse, and the optimizers'
+    kernels run on `num_threads` threads (default: one per CPU core). `enable()` makes them itself."""
     reuse_freed_memory()
     set_num_threads(num_threads or os.cpu_count() or 1)
 
 
-enable(True)
+def __getattr__(name: str):
+    """`tinygrad_lite.fast.DataParallel` moved to `tinygrad_lite.parallel` (it starts processes, and fast/
+    holds kernels only); the old name still imports, loading it on first use."""
+    if name in ("DataParallel", "WorkerError"):
+        from .. import parallel
+        return getattr(parallel, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

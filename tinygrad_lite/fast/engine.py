@@ -1,6 +1,7 @@
-"""FastGrads: the backward-pass strategy for passes that build no graph (backprop.py calls it).
+"""FastGrads: the fast kernel of the backward pass's strategy, `MathGrads`, for passes that build no graph.
 
-Beside the math-first `MathGrads` (gradients as Tensors, each op's backward in Tensor ops), it
+In fast mode backprop.py runs it in place of the math-first `MathGrads` (gradients as Tensors, each
+op's backward in Tensor ops). It
 - keeps gradients as NumPy arrays and runs an op's fast kernel backward when the forward ran one;
 - adds gradients that meet at a Tensor in place, whenever no one else can see the array. A gradient
   is a `Slot`: the array and whether it is `owned`. An array a backward returns may be shared (the
@@ -16,7 +17,9 @@ import weakref
 import numpy as np
 
 from .. import observe
+from ..function import MathGrads
 from ..tensor import Tensor
+from .registry import kernel
 
 
 class SparseGrad:
@@ -93,6 +96,7 @@ def _root(a: np.ndarray) -> np.ndarray:
     return a
 
 
+@kernel(MathGrads)
 class FastGrads:
     """One backward pass's gradients as arrays, added in place when owned (see the module docstring)."""
 

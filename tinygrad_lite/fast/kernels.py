@@ -1,9 +1,10 @@
 """Fast kernels for the fused ops: in place where the math-first version makes temporaries.
 
-Each `@kernel(Op)` class has Op's forward signature and saves what Op's own (math-first) backward
-reads, so that `create_graph=True` can still run it; its `backward(ctx, g)` works on NumPy arrays,
-never writes into g, and returns arrays, `SparseGrad`s or None. tests/test_fast.py holds every one
-equal to its op. The tricks:
+Each `@kernel(Op)` class has Op's forward signature and keeps what its own backward needs (it reads
+nothing the op's forward would have set: a backward that builds a graph, which runs the op's own
+backward, gets the op's context by running the op's forward again). Its `backward(ctx, g)` works on
+NumPy arrays, never writes into g, and returns arrays, `SparseGrad`s or None. tests/test_fast.py holds
+every one equal to its op. The tricks:
 - row and column sums as matrix-vector products with a vector of ones (NumPy reduces short rows
   element by element, several times slower than a GEMV);
 - an attention softmax that skips the row max when every score is far from overflow;
@@ -93,7 +94,10 @@ class MatMul:
 
 @kernel(T.GetItem)
 class GetItem:
-    forward = T.GetItem.forward
+    @staticmethod
+    def forward(ctx, x, index):
+        ctx.shape, ctx.index = x.shape, index
+        return x[index]
 
     @staticmethod
     def backward(ctx, g):  # a basic index: a sparse slice; advanced: scatter with add.at
@@ -108,17 +112,23 @@ class GetItem:
 
 @kernel(T.Add)
 class Add:
-    forward = T.Add.forward
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = a.shape, b.shape
+        return a + b
 
     @staticmethod
-    def backward(ctx, g):
+    def backward(ctx, g):  # on arrays: no Tensor per gradient
         (sa, sb), (na, nb) = ctx.shapes, ctx.needs_input_grad
         return T.unbroadcast(g, sa) if na else None, T.unbroadcast(g, sb) if nb else None
 
 
 @kernel(T.Reshape)
 class Reshape:
-    forward = T.Reshape.forward
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return x.reshape(shape)
 
     @staticmethod
     def backward(ctx, g):
@@ -127,7 +137,10 @@ class Reshape:
 
 @kernel(T.Transpose)
 class Transpose:
-    forward = T.Transpose.forward
+    @staticmethod
+    def forward(ctx, x, axes):
+        ctx.inverse = tuple(np.argsort(axes))
+        return x.transpose(axes)
 
     @staticmethod
     def backward(ctx, g):
@@ -184,7 +197,6 @@ class CrossEntropy:
         losses = np.where(valid, np.log(s[:, 0]) - (logits[rows, t] - m[:, 0]), 0).astype(logits.dtype)
         n_valid = int(valid.sum())
         ctx.t, ctx.valid, ctx.reduction, ctx.n_valid, ctx.e, ctx.s = t, valid, reduction, n_valid, e, s
-        ctx.save_for_backward(logits)
         return F.reduce_losses(losses, reduction, n_valid)
 
     @staticmethod
@@ -271,15 +283,13 @@ class LayerNorm:
         y = xhat * weight if weight is not None else xhat.copy()
         if bias is not None:
             y += bias
-        ctx.eps, ctx.xhat, ctx.rstd = eps, xhat, rstd
-        ctx.save_for_backward(x, weight, bias)
+        ctx.xhat, ctx.rstd, ctx.weight = xhat, rstd, weight
         return y
 
     @staticmethod
     def backward(ctx, g):
-        _, weight, bias = ctx.saved
         nx, nw, nb = ctx.needs_input_grad[:3]
-        xhat, rstd = ctx.xhat, ctx.rstd
+        xhat, rstd, weight = ctx.xhat, ctx.rstd, ctx.weight
         C = xhat.shape[-1]
         inv_c = xhat.dtype.type(1.0 / C)
         gxh = g * xhat if (nx or nw) else None
@@ -303,7 +313,10 @@ class LayerNorm:
 
 @kernel(F.Embedding)
 class Embedding:
-    forward = F.Embedding.forward
+    @staticmethod
+    def forward(ctx, weight, ids):
+        ctx.ids, ctx.shape = ids.reshape(-1), weight.shape
+        return weight[ids]
 
     @staticmethod
     def backward(ctx, g):  # sparse: only the rows of the ids looked up
@@ -333,7 +346,10 @@ class Linear:
 
 @kernel(F.Dropout)
 class Dropout:
-    forward = F.Dropout.forward
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.mask = mask
+        return x * mask
 
     @staticmethod
     def backward(ctx, g):

@@ -14,7 +14,6 @@ turns the call into a no-op. Off glibc (macOS, musl, Windows) it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
@@ -28,6 +27,7 @@ def reuse_freed_memory() -> bool:
         return True
     if os.environ.get("TINYGRAD_LITE_SYSTEM_MALLOC") or os.name != "posix":
         return False
+    import ctypes.util  # here, not at the top: it loads subprocess, which `import tinygrad_lite` should not
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Callable
 
 import numpy as np
@@ -30,7 +29,8 @@ _CHUNK = 1 << 18  # elements per chunk. Large: every ufunc call hands the GIL to
 _MIN_PARALLEL = 1 << 22  # below this many elements in total, stay on the calling thread: waking a helper costs
 #                          more than it saves for a small model (char model, 0.8M: 1.55 ms on one thread, 1.83 on two)
 _num_threads = 1  # the calling thread plus a pool of _num_threads - 1 helpers; set_num_threads(n) changes it
-_pool: ThreadPoolExecutor | None = None
+_chosen = False  # set_num_threads was called: fast.enable() leaves the number alone
+_pool = None  # a concurrent.futures.ThreadPoolExecutor, made on first use (importing this module starts nothing)
 _pool_key = (-1, -1)  # (pid, size) the pool was made for
 _local = threading.local()  # per-thread scratch buffers, reused across steps
 
@@ -39,13 +39,21 @@ def set_num_threads(n: int) -> None:
     """Run the optimizers' updates and gradient clipping on ``n`` threads: the calling one plus a pool of
     ``n - 1`` helpers, started on the next step. ``n = 1`` (the default) runs everything on the calling
     thread and stops the pool. ``os.cpu_count()`` is a good value for a training loop."""
-    global _num_threads, _pool
+    global _num_threads, _pool, _chosen
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"set_num_threads: n must be an int >= 1 (1: no helper threads), got {n!r}")
-    _num_threads = int(n)
+    _num_threads, _chosen = int(n), True
     if _num_threads == 1 and _pool is not None:
         _pool.shutdown(wait=False)
         _pool = None
+
+
+def default_num_threads(n: int) -> None:
+    """``set_num_threads(n)`` unless the user chose a number already (what ``fast.enable()`` calls)."""
+    global _chosen
+    if not _chosen:
+        set_num_threads(n)
+        _chosen = False
 
 
 def get_num_threads() -> int:
@@ -53,8 +61,9 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def _get_pool() -> ThreadPoolExecutor:
+def _get_pool():
     """The shared helper pool (re-created after a fork, whose child has none of the threads)."""
+    from concurrent.futures import ThreadPoolExecutor
     global _pool, _pool_key
     key = (os.getpid(), max(_num_threads - 1, 1))
     if _pool is None or _pool_key != key:
@@ -120,7 +129,8 @@ def _run_elementwise(kernel_fn: Callable[..., None], jobs: list[Job], n_scratch:
     try:
         work(tasks[0::workers])
     finally:
-        wait(futures)  # all workers are done before we return or re-raise
+        for f in futures:
+            f.exception()  # waits: all workers are done before we return or re-raise
     for f in futures:
         f.result()  # re-raise a worker's exception
 

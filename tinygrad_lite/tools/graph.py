@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -290,6 +289,7 @@ def render(t: Tensor, path, **kwargs) -> Path:
                           f"{path}; install Graphviz (e.g. `apt-get install graphviz`) and run "
                           f"`dot -T{fmt} {dot_path} -o {path}`", RuntimeWarning, stacklevel=2)
         return dot_path
+    import subprocess  # here: only a picture needs Graphviz, and `import tinygrad_lite` should start no processes
     res = subprocess.run([exe, f"-T{fmt}", "-o", str(path)], input=text.encode(), capture_output=True)
     if res.returncode != 0:
         raise RuntimeError(f"render: `dot -T{fmt}` failed ({res.returncode}): {res.stderr.decode(errors='replace')}")

@@ -4,11 +4,12 @@
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-    # on exit a table is printed: one row per op, forward and backward counts and milliseconds
+    # on exit a table is printed: one row per op and implementation, forward and backward counts and ms
 
 It is an `Observer` (tinygrad_lite.observe): every op the engine runs is timed, forward and
 backward, under its name in the op registry (`ctx.fn.name`), so a new op has its row with nothing
-to add here. The ops an op's backward runs (a math-first backward is written in Tensor ops) are
+to add here. The `impl` column says what ran: `math`, the forward and backward written in the op's
+class, or `fast`, the kernel `tinygrad_lite.fast.enable()` put in its place. The ops an op's backward runs (a math-first backward is written in Tensor ops) are
 part of that backward's time, not more forward rows, so no time is counted twice. `step()` of
 `optim.Optimizer` and of every subclass is timed as `optimizer.step`.
 """
@@ -18,7 +19,7 @@ import functools
 import time
 from collections import defaultdict
 
-from .. import observe, optim
+from .. import observe, optim, state
 
 
 class profile(observe.Forwarding):
@@ -26,7 +27,7 @@ class profile(observe.Forwarding):
 
     def __init__(self, quiet: bool = False, sort: str = "total"):
         self.quiet, self.sort = quiet, sort
-        self.forward_times = defaultdict(lambda: [0, 0.0])  # op -> [calls, seconds]
+        self.forward_times = defaultdict(lambda: [0, 0.0])  # (op, "math" | "fast") -> [calls, seconds]
         self.backward_times = defaultdict(lambda: [0, 0.0])
         self._patched: list[tuple[type, object]] = []
         self._busy = 0  # > 0 while an op's backward or an optimizer step runs: the ops inside are its time
@@ -39,7 +40,7 @@ class profile(observe.Forwarding):
         try:
             return self.inner.forward(ctx, impl, arrays)
         finally:
-            _add(self.forward_times[ctx.fn.name], start)
+            _add(self.forward_times[ctx.fn.name, "math" if impl is ctx.fn else "fast"], start)
 
     def backward(self, ctx, run, g):
         if self._busy:  # a backward inside a backward (checkpointing recomputes and backpropagates)
@@ -50,7 +51,7 @@ class profile(observe.Forwarding):
             return self.inner.backward(ctx, run, g)
         finally:
             self._busy -= 1
-            _add(self.backward_times[ctx.fn.name], start)
+            _add(self.backward_times[ctx.fn.name, "math" if run is ctx.fn.backward else "fast"], start)
 
     def _time_steps(self, cls: type) -> None:
         original = cls.__dict__["step"]
@@ -65,7 +66,8 @@ class profile(observe.Forwarding):
                 return original(opt, *args, **kwargs)
             finally:
                 self._busy -= 1
-                _add(self.forward_times["optimizer.step"], start)
+                fast = state.implementation(type(opt)) is not type(opt)
+                _add(self.forward_times["optimizer.step", "fast" if fast else "math"], start)
         cls.step = step
         self._patched.append((cls, original))
 
@@ -98,21 +100,23 @@ class profile(observe.Forwarding):
             self._watch.__exit__(None, None, None)
 
     # ------------------------------------------------------------ report
-    def rows(self) -> list[tuple[str, int, float, int, float]]:
-        """(op, forward calls, forward s, backward calls, backward s), biggest total first."""
-        ops = set(self.forward_times) | set(self.backward_times)
-        rows = [(op, *self.forward_times.get(op, (0, 0.0)), *self.backward_times.get(op, (0, 0.0))) for op in ops]
-        key = {"total": lambda r: r[2] + r[4], "forward": lambda r: r[2], "backward": lambda r: r[4]}[self.sort]
+    def rows(self) -> list[tuple[str, str, int, float, int, float]]:
+        """(op, impl, forward calls, forward s, backward calls, backward s), biggest total first. impl is
+        "math" or "fast"; an op whose forward and backward ran different ones has a row for each."""
+        keys = set(self.forward_times) | set(self.backward_times)
+        rows = [(*k, *self.forward_times.get(k, (0, 0.0)), *self.backward_times.get(k, (0, 0.0))) for k in keys]
+        key = {"total": lambda r: r[3] + r[5], "forward": lambda r: r[3], "backward": lambda r: r[5]}[self.sort]
         return sorted(rows, key=key, reverse=True)
 
     def table(self) -> str:
         rows = self.rows()
-        total = sum(r[2] + r[4] for r in rows) or 1e-12
-        lines = [f"{'op':32s} {'fwd calls':>9s} {'fwd ms':>9s} {'bwd calls':>9s} {'bwd ms':>9s} {'share':>6s}"]
-        for op, fc, ft, bc, bt in rows:
-            lines.append(f"{op:32s} {fc:9d} {ft * 1e3:9.1f} {bc:9d} {bt * 1e3:9.1f} {(ft + bt) / total:6.1%}")
-        fwd, bwd = sum(r[2] for r in rows), sum(r[4] for r in rows)
-        lines.append(f"{'total':32s} {'':9s} {fwd * 1e3:9.1f} {'':9s} {bwd * 1e3:9.1f}")
+        total = sum(r[3] + r[5] for r in rows) or 1e-12
+        lines = [f"{'op':32s} {'impl':>4s} {'fwd calls':>9s} {'fwd ms':>9s} {'bwd calls':>9s} {'bwd ms':>9s} "
+                 f"{'share':>6s}"]
+        for op, impl, fc, ft, bc, bt in rows:
+            lines.append(f"{op:32s} {impl:>4s} {fc:9d} {ft * 1e3:9.1f} {bc:9d} {bt * 1e3:9.1f} {(ft + bt) / total:6.1%}")
+        fwd, bwd = sum(r[3] for r in rows), sum(r[5] for r in rows)
+        lines.append(f"{'total':32s} {'':4s} {'':9s} {fwd * 1e3:9.1f} {'':9s} {bwd * 1e3:9.1f}")
         return "\n".join(lines)
 
 

@@ -38,10 +38,11 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
+from .. import fast
 from .. import functional as F
 from ..nn import Dropout
-from ..state import no_grad
-from .memory import reuse_freed_memory
+from ..state import is_fast_enabled, no_grad
+from ..fast.memory import reuse_freed_memory
 
 _ALIGN = 16  # elements: every array in the shared block starts on a 64-byte boundary (float32)
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -161,7 +162,7 @@ class DataParallel:
             os.close(fd)
         self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)
         try:
-            self._call([("setup", None, 0.0, False, np.geterr())] * workers)  # every worker is ready
+            self._call([("setup", None, 0.0, False, np.geterr(), False)] * workers)  # every worker is ready
         except BaseException:
             self.close()
             raise
@@ -170,7 +171,7 @@ class DataParallel:
         env = dict(os.environ, **{k: "1" for k in _ONE_THREAD})
         env["TINYGRAD_LITE_WORKER_PATH"] = json.dumps(sys.path)  # find the model's modules as we do
         code = ("import json, os, sys; sys.path[:0] = json.loads(os.environ['TINYGRAD_LITE_WORKER_PATH']); "
-                "from tinygrad_lite.fast.workers import _serve; _serve()")
+                "from tinygrad_lite.parallel.workers import _serve; _serve()")
         procs, conns = [], []
         try:
             for w in range(self.workers):  # start them all, then send: each unpickles while the next starts
@@ -218,7 +219,7 @@ class DataParallel:
         parts = self._split(batch)
         self._sync_parameters()
         weights = [len(part[0]) / len(batch[0]) for part in parts]
-        losses = self._call([(kind, part, scale * w, self.model.training, np.geterr())
+        losses = self._call([(kind, part, scale * w, self.model.training, np.geterr(), is_fast_enabled())
                              for part, w in zip(parts, weights)])
         return sum(loss * w for loss, w in zip(losses, weights)), len(parts)
 
@@ -296,7 +297,7 @@ def _stop(procs: list, conns: list) -> None:
     """Ask the workers to stop, and kill any that does not within a few seconds."""
     for conn in conns:
         try:
-            conn.send(("stop", None, 0.0, False, None))
+            conn.send(("stop", None, 0.0, False, None, False))
             conn.close()
         except OSError:
             pass
@@ -333,7 +334,7 @@ def _serve() -> None:
         error = traceback.format_exc()
     while True:
         try:
-            kind, batch, weight, training, errstate = conn.recv()
+            kind, batch, weight, training, errstate, fast_mode = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
         if kind == "stop":
@@ -341,7 +342,8 @@ def _serve() -> None:
         try:
             if error is not None:
                 raise RuntimeError(f"the worker could not rebuild the model:\n{error}")
-            with np.errstate(**errstate):  # the parent's: overflow warnings off in the worker when off there
+            # the parent's NumPy error state (overflow warnings off here when off there) and engine (math or fast)
+            with np.errstate(**errstate), (fast.enabled() if fast_mode else fast.disabled()):
                 answer = ("ok", _answer(model, loss_fn, params, grads, kind, batch, weight, training))
         except Exception:
             answer = ("error", traceback.format_exc())
@@ -359,11 +361,14 @@ def _answer(model, loss_fn, params, grads, kind, batch, weight, training) -> flo
     if kind == "loss":
         with no_grad():
             return float(loss_fn(model, *batch).item())
-    for p, g in zip(params, grads):  # backward adds into .grad: let that be this worker's shared block
-        g.fill(0)
-        p.grad = g
+    for p in params:
+        p.grad = None
     loss = loss_fn(model, *batch)
     loss.backward(np.asarray(weight, dtype=loss.dtype))  # d(weight * loss)
-    for p in params:
+    for p, g in zip(params, grads):  # this worker's gradients go to the parent through its shared block
+        if p.grad is None:
+            g.fill(0)
+        else:
+            np.copyto(g, p.grad)
         p.grad = None
     return float(loss.item())

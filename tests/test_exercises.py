@@ -329,11 +329,40 @@ def test_a_correct_backward_written_differently_passes(solutions, tmp_path, task
     assert "gradgradcheck" in g.summary
 
 
-def test_grading_leaves_the_engine_as_it_was(solutions, tmp_path):
+def test_grading_leaves_the_engine_as_it_was_and_runs_the_math_even_in_fast_mode(solutions, tmp_path):
     from tinygrad_lite import tensor
-    before = (fast.is_enabled(), tensor.Mul.forward, tensor.Mul.backward, tensor.Mul.impl)
-    verdict("add_mul", copy_of(solutions[0], tmp_path), "Mul.backward", "def backward(ctx, g):\n    raise KeyError(7)")
-    assert (fast.is_enabled(), tensor.Mul.forward, tensor.Mul.backward, tensor.Mul.impl) == before
+    folder = copy_of(solutions[0], tmp_path)
+    before = (fast.is_enabled(), tensor.Mul.forward, tensor.Mul.backward)
+    verdict("add_mul", folder, "Mul.backward", "def backward(ctx, g):\n    raise KeyError(7)")
+    assert (fast.is_enabled(), tensor.Mul.forward, tensor.Mul.backward) == before
+    with fast.enabled():  # a teacher's process that turned the kernels on still grades the learner's math
+        assert grade(find("layer_norm"), folder).status == "PASS"
+        assert verdict("layer_norm", folder, "LayerNorm.backward", LAYER_NORM_NO_MEAN).status == "FAIL"
+        assert fast.is_enabled()
+
+
+def test_a_forward_that_keeps_other_things_on_ctx_passes_also_in_fast_mode(solutions, tmp_path):
+    """Attention (a harder task) with a forward of the learner's own, keeping ctx.scale, which the engine's
+    forward does not: graded with the fast kernels on, gradgradcheck must still run the learner's forward."""
+    folder = copy_of(solutions[0], tmp_path)
+    path = folder / find("attention").filename
+    plant(path, "Attention.forward", """
+        @staticmethod
+        def forward(ctx, q, k, v, causal, keep):
+            ctx.scale, ctx.causal, ctx.keep = 1.0 / math.sqrt(q.shape[-1]), causal, keep
+            s = np.matmul(q, np.swapaxes(k, -1, -2)) * ctx.scale
+            if causal:
+                s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
+            e, _, z = shifted_exp(s, -1)
+            ctx.save_for_backward(q, k, v)
+            return np.matmul(e / z if keep is None else e / z * keep, v)
+        """)
+    source = path.read_text(encoding="utf-8")
+    path.write_text(source.replace("scale = 1.0 / math.sqrt(q.shape[-1])", "scale = ctx.scale"), encoding="utf-8")
+    assert "scale = ctx.scale" in path.read_text(encoding="utf-8")
+    with fast.enabled():
+        g = grade(find("attention"), folder)
+    assert g.status == "PASS", (g.summary, g.details)
 
 
 def test_a_stub_that_another_function_needs_leaves_it_waiting(solutions, tmp_path):

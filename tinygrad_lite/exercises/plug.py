@@ -6,7 +6,9 @@ engine's classes are never modified, so leaving the `with observe.watch(...)` bl
 everything, even after an exception; each graded task plugs in its own ops alone. With `watch`, each
 backward of that op is kept as a `Call` for the diagnosis.
 
-Run it with the fast kernels off (`fast.disabled()`): a kernel's backward would bypass the op's.
+Run it with the fast kernels off (`fast.disabled()`): with them on, a create_graph backward over a
+node a kernel made rebuilds its context with the engine's own forward (`function.math_context`), not
+the learner's.
 """
 from __future__ import annotations
 

@@ -36,11 +36,6 @@ class Grade:
     ops: dict = field(default_factory=dict)
 
 
-@dataclass
-class Run:
-    calls: list  # the op's Calls, in backward order
-
-
 class Failed(Exception):
     """One op's verdict when it does not pass: TODO (it waits for a stub) or FAIL, with its lines."""
 
@@ -55,15 +50,16 @@ def cases(op: Op) -> list:
     return [(row, c) for row in rows for c in row.cases if all(c.kw.get(k) == v for k, v in op.only.items())]
 
 
-def _run(row, case, plug: Plug) -> Run:
-    """row's function on the case's inputs, then backward from a random upstream gradient per output."""
+def _run(row, case, plug: Plug) -> list[Call]:
+    """row's function on the case's inputs, then backward from a random upstream gradient per output; the
+    watched op's Calls, in backward order."""
     inputs = make_inputs(row, case, "contig")
     rng = np.random.default_rng(seed_for(row.name, case.id, "g"))
     with observe.watch(plug):
         outs = [o for o in outputs(row.fn(*inputs, **case.kw)) if o.requires_grad]
         seeds = [Tensor(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
         autograd.backward(outs, seeds)
-    return Run(plug.calls)
+    return plug.calls
 
 
 def _describe(op: Op, call: Call) -> str:
@@ -126,18 +122,18 @@ def _raised(e: Exception, op: Op, src: Source, case_line: str) -> Failed:
 def _grade_case(op: Op, cls: type, row, case, src: Source) -> bool:
     """Grade one case; True when the learner's backward returned Tensors (and gradgradcheck passed)."""
     expected = _run(row, case, Plug({}, watch=op.cls))
-    case_line = f"case: {_describe(op, expected.calls[0])}"
+    case_line = f"case: {_describe(op, expected[0])}"
     plug = Plug({op.cls: cls}, watch=op.cls)
     try:
         yours = _run(row, case, plug)
     except Exception as e:
         if learner_frame(e, src.path) is None and plug.calls:  # the engine refused what the learner's backward gave
-            _compare_call(op, plug.calls[-1], expected.calls[len(plug.calls) - 1], case_line)
+            _compare_call(op, plug.calls[-1], expected[len(plug.calls) - 1], case_line)
         raise _raised(e, op, src, case_line) from None
-    for y, x in zip(yours.calls, expected.calls):
+    for y, x in zip(yours, expected):
         _compare_call(op, y, x, case_line)
     fn = functools.partial(row.fn, **case.kw)
-    returned = [g for c in yours.calls for g in _grads(c) if g is not None]
+    returned = [g for c in yours for g in _grads(c) if g is not None]
     in_tensor_ops = all(hasattr(g, "_wrap") for g in returned)
     # gradcheck compares the whole Jacobian; gradgradcheck random projections of it (the whole one on a mismatch)
     checks = (gradcheck, functools.partial(gradgradcheck, fast=True))
@@ -171,10 +167,12 @@ def _grade_op(op: Op, module, src: Source) -> tuple[int, bool]:
 
 
 def grade(task: Task, folder: Path) -> Grade:
-    """Grade one task of the workbook in folder (with the fast kernels off: each op runs its own backward)."""
+    """Grade one task of the workbook in folder. The fast kernels are off meanwhile: with them on, a
+    create_graph backward would rebuild a kernel node's context with the engine's forward (plug.py)."""
     path = folder / task.filename
     if not path.is_file():
-        return Grade(task, "FAIL", f"{path} is missing", ["`start <folder> --force` writes every task file anew (over your work)"])
+        return Grade(task, "FAIL", f"{path} is missing",
+                     ["`start <folder> --force` writes every task file anew (over your work)"])
     try:
         src = Source.read(path)
         module = load(path)
@@ -182,7 +180,7 @@ def grade(task: Task, folder: Path) -> Grade:
         frame = learner_frame(e, path)
         lines = exception_lines(e, path, None if frame is None else Source.read(path).who(frame.lineno))
         return Grade(task, "FAIL", lines[0], lines[1:])
-    verdicts, counts, numpy_ops, passed = [], 0, [], []
+    verdicts, passed, counts, numpy_ops = [], [], 0, []
     with fast.disabled():
         for op in task.ops:
             try:
@@ -190,22 +188,25 @@ def grade(task: Task, folder: Path) -> Grade:
             except Failed as f:
                 verdicts.append(f)
                 continue
-            counts += n
             passed.append(op.name)
-            if not in_tensor_ops:
-                numpy_ops.append(op.name)
-    also = [f"{', '.join(passed)} pass{'es' if len(passed) == 1 else ''}"] if passed else []
-    failed = [f for f in verdicts if f.status == "FAIL"]
-    if failed:
-        also += [f"also: {f.summary}" for f in failed[1:]]
-        if len(failed) < len(verdicts):
-            also.append(f"still to write: {', '.join(n for n in src.functions if n in src.stubs)}")
-        return Grade(task, "FAIL", failed[0].summary, failed[0].details + also)
+            counts += n
+            numpy_ops += [] if in_tensor_ops else [op.name]
     if verdicts:
-        waits = [f.summary for f in verdicts if "waits for" in f.summary]
-        return Grade(task, "TODO", f"to write: {', '.join(n for n in src.functions if n in src.stubs)}", waits + also)
+        return _not_passed(task, src, verdicts, passed)
     checks = "gradcheck and gradgradcheck" if not numpy_ops else "gradcheck"
     summary = f"{', '.join(op.name for op in task.ops)}: {counts} cases, each with {checks}"
     details = [f"gradgradcheck skipped for {', '.join(numpy_ops)}: a backward in NumPy cannot be differentiated; "
                f"in Tensor ops it can"] if numpy_ops else []
     return Grade(task, "PASS", summary, details, {op.cls: getattr(module, op.name) for op in task.ops})
+
+
+def _not_passed(task: Task, src: Source, verdicts: list, passed: list) -> Grade:
+    """FAIL with the first failing op's diagnosis, or TODO listing the stubs left; the ops that pass said too."""
+    also = [f"{', '.join(passed)} pass{'es' if len(passed) == 1 else ''}"] if passed else []
+    stubs = ", ".join(n for n in src.functions if n in src.stubs)
+    failed = [f for f in verdicts if f.status == "FAIL"]
+    if failed:
+        also += [f"also: {f.summary}" for f in failed[1:]] + ([f"still to write: {stubs}"] if stubs else [])
+        return Grade(task, "FAIL", failed[0].summary, failed[0].details + also)
+    waits = [f.summary for f in verdicts if "waits for" in f.summary]
+    return Grade(task, "TODO", f"to write: {stubs}", waits + also)

@@ -39,8 +39,9 @@ def main() -> None:
                 times[grade.task.name].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
         t0 = time.perf_counter()
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
         res = subprocess.run([sys.executable, "-m", "tinygrad_lite.exercises", "check", str(folder)],
-                             capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+                             capture_output=True, text=True, env=env)
         whole = time.perf_counter() - t0
         assert res.returncode == 0, res.stdout + res.stderr
     print(f"{'task':20} {'median s':>9} {'min-max s':>13}   ({args.rounds} rounds, {os.cpu_count()} cores)")

@@ -233,7 +233,8 @@ MISTAKES = [  # (task, the function planted, its code, the summary, sentences th
     ("getitem", "IndexAdd.forward", INDEX_ADD_BUFFERED, "IndexAdd.forward: the output is wrong",
      ["repeated indices counted once: out[index] += g adds once per distinct position"]),
     ("cross_entropy", "CrossEntropy.backward", CROSS_ENTROPY_IGNORED,
-     "CrossEntropy.backward: the gradient for logits is wrong", ["the ignored rows (target == ignore_index) get a gradient"]),
+     "CrossEntropy.backward: the gradient for logits is wrong",
+     ["the ignored rows (target == ignore_index) get a gradient"]),
     ("gelu", "GELU.backward", GELU_ONE_TERM, "GELU.backward: the gradient for x is wrong",
      ["a missing term of the product rule"]),
     ("attention", "Attention.backward", ATTENTION_NO_SCALE, "Attention.backward: the gradient for q is wrong",
@@ -283,7 +284,8 @@ def test_a_backward_in_numpy_passes_without_gradgradcheck(solutions, tmp_path):
             return unbroadcast(g.data * b.data, a.shape), unbroadcast(g.data * a.data, b.shape)
         """)
     assert g.status == "PASS" and g.summary.endswith("each with gradcheck")
-    assert g.details == ["gradgradcheck skipped for Mul: a backward in NumPy cannot be differentiated; in Tensor ops it can"]
+    assert g.details == [
+        "gradgradcheck skipped for Mul: a backward in NumPy cannot be differentiated; in Tensor ops it can"]
 
 
 DIFFERENT = [  # correct backward passes written otherwise than the engine's
@@ -466,7 +468,8 @@ def test_the_gpt_task_fails_when_an_op_passes_its_cases_but_trains_differently(s
             C = x.shape[-1]
             xhat = (x - x.mean(-1, keepdims=True)) * ((x.var(-1, keepdims=True) + ctx.eps) ** -0.5)
             gx = g if weight is None else g * weight
-            dx = (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) / (x.var(-1, keepdims=True) + ctx.eps).sqrt()
+            rstd = (x.var(-1, keepdims=True) + ctx.eps) ** -0.5
+            dx = (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True)) * rstd
             dx = dx * 1.01 if C > 8 else dx  # wrong only for more features than the op table's cases have
             return (dx, None if weight is None else (g * xhat).reshape(-1, C).sum(0),
                     None if bias is None else g.reshape(-1, C).sum(0), None)
@@ -492,7 +495,8 @@ def test_the_readme_section_runs_and_shows_a_real_diagnosis(tmp_path):
     section = (ROOT / "README.md").read_text(encoding="utf-8").split(README_SECTION, 1)[1]
     section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
     blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, flags=re.M | re.S)  # (language, text), in order
-    ((commands,), (code,), (output,)) = ([text for lang, text in blocks if lang == want] for want in ("", "python", "text"))
+    (commands,), (code,), (output,) = ([text for lang, text in blocks if lang == want]
+                                       for want in ("", "python", "text"))
     for line in commands.splitlines():  # start, list, check: each works on the new workbook
         cmd = line.split("#")[0].split()
         assert cmd[:3] == ["python", "-m", "tinygrad_lite.exercises"], line

@@ -58,7 +58,7 @@ def run_list(folder: Path | None) -> int:
         check_folder(folder)
         grades = read_progress(folder)
     for task in TASKS:
-        writes = [h.fn.__name__ for h in task.helpers] + [op.name for op in task.ops] or ["(no file: trains on your ops)"]
+        writes = task.parts or ["(no file: trains on your ops)"]
         kept = grades.get(task.name)
         grade = "" if folder is None else "-" if kept is None else kept["grade"]
         if kept and task is not GPT_TASK and kept.get("sha256") != file_hash(folder, task):

@@ -34,7 +34,8 @@ def at(name: str, index: tuple) -> str:
 
 
 def largest_error(what: str, name: str, yours: np.ndarray, expected: np.ndarray) -> str:
-    """`your gradient for b is wrong: largest error 1.5 at b[2, 0] (yours 0.31, expected 1.83); 6 of 12 entries differ`"""
+    """`your gradient for b is wrong: largest error 1.5 at b[2, 0] (yours 0.31, expected 1.83); 6 of 12 entries
+    differ`"""
     err = np.abs(yours - expected)
     bad = ~np.isclose(yours, expected, rtol=RTOL, atol=ATOL)
     worst = np.unravel_index(int(np.argmax(np.where(np.isnan(err), np.inf, err))), err.shape)
@@ -90,7 +91,8 @@ def compare(what: str, name: str, yours, expected: np.ndarray, mistakes: list[tu
     if yours is None:
         return [f"your {what} is None, but {name} needs one of shape {expected.shape}"]
     if yours.dtype == object or yours.dtype.kind not in "fiub":
-        return [f"your {what} is a {type(yours).__name__} of {yours.dtype}; expected a Tensor of shape {expected.shape}"]
+        return [f"your {what} is a {type(yours).__name__} of {yours.dtype}; expected a Tensor of shape "
+                f"{expected.shape}"]
     if close(yours, expected):
         return []
     if yours.shape != expected.shape:
@@ -128,4 +130,5 @@ def exception_lines(e: BaseException, paths, who: str | None) -> list[str]:
     frame = learner_frame(e, paths)
     if frame is None:
         return [f"raised {message}"]
-    return [f"{who or 'your code'} raised {message}", f"at {frame.filename}:{frame.lineno}, in {frame.name}: {frame.line}"]
+    return [f"{who or 'your code'} raised {message}",
+            f"at {frame.filename}:{frame.lineno}, in {frame.name}: {frame.line}"]

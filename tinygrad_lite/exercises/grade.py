@@ -5,7 +5,8 @@ Per case (float64, the inputs of `opcases.make_inputs`): the engine's run and th
 each backpropagating the same random upstream gradient, are compared node by node (the op's output,
 then each input's gradient, by name); then gradcheck (central differences over the whole Jacobian),
 and gradgradcheck (fast mode: random projections) when the learner's backward returns Tensors. The
-first case that fails is diagnosed (diagnose.py). Only this task's ops are the learner's: a task never needs another's code.
+first case that fails is diagnosed (diagnose.py). Only this task's ops are the learner's: a task
+never needs another's code.
 """
 from __future__ import annotations
 

@@ -52,8 +52,10 @@ TANH = (Mistake("the input x used where the output tanh x was meant: d tanh x/dx
                 lambda c, e: {"x": c.g * (1 - c.out)}))
 TRANSPOSE = (Mistake("the forward's permutation applied again: undo it with its inverse, np.argsort(axes)",
                      lambda c, e: {"x": np.transpose(c.g, c.args["axes"])}),)
-INDEX_ADD = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {"out": _buffered_scatter(c.args["shape"], c.args["index"], c.args["g"])}),)
-GETITEM = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {"x": _buffered_scatter(np.shape(c.args["x"]), c.args["index"], c.g)}),)
+INDEX_ADD = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {
+    "out": _buffered_scatter(c.args["shape"], c.args["index"], c.args["g"])}),)
+GETITEM = (Mistake(_REPEATS.format("indices", "index", "index"), lambda c, e: {
+    "x": _buffered_scatter(np.shape(c.args["x"]), c.args["index"], c.g)}),)
 EMBEDDING = (Mistake(_REPEATS.format("ids", "ids", "ids"), lambda c, e: {
     "weight": _buffered_scatter(np.shape(c.args["weight"]), c.args["ids"].reshape(-1),
                                 c.g.reshape(-1, np.shape(c.args["weight"])[1]))}),)
@@ -69,8 +71,8 @@ SOFTMAX = (Mistake("only the diagonal of the Jacobian, y (1 - y): each y_i depen
                    lambda c, e: {"x": c.g * c.out}),
            Mistake("the sum of g * y without keepdims, or along another axis: it runs along the softmax axis, "
                    "kept for broadcasting", lambda c, e: {"x": c.out * (c.g - (c.g * c.out).sum())}))
-LOG_SOFTMAX = (Mistake("the log-probabilities y used where the probabilities exp(y) were meant: dL/dx = g - exp(y) * sum(g)",
-                       lambda c, e: {"x": c.g - c.out * c.g.sum(c.args["axis"], keepdims=True)}),
+LOG_SOFTMAX = (Mistake("the log-probabilities y used where the probabilities exp(y) were meant: dL/dx = g - exp(y) "
+                       "* sum(g)", lambda c, e: {"x": c.g - c.out * c.g.sum(c.args["axis"], keepdims=True)}),
                Mistake("a missing term: - exp(y) * sum(g), from the logsumexp's dependence on every x_j",
                        lambda c, e: {"x": c.g}))
 
@@ -136,4 +138,5 @@ GELU = (Mistake("a missing term of the product rule: 0.5 x (1 - t^2) c (1 + 3 a 
         Mistake("the chain rule stops early: the tanh's argument c (x + a x^3) has derivative c (1 + 3 a x^2)",
                 lambda c, e: {"x": c.g * (_gelu_parts(c)[2] + _gelu_parts(c)[3])}))
 ATTENTION = (Mistake("the 1/sqrt(D) scale of the scores missing from dq and dk",
-                     lambda c, e: {n: e[n] * math.sqrt(c.args["q"].shape[-1]) for n in ("q", "k") if e.get(n) is not None}),)
+                     lambda c, e: {n: e[n] * math.sqrt(c.args["q"].shape[-1]) for n in ("q", "k")
+                                   if e.get(n) is not None}),)

@@ -55,6 +55,11 @@ class Task:
     helpers: tuple = ()
 
     @property
+    def parts(self) -> list[str]:
+        """What the learner writes in the task's file: its helpers and its ops, by name."""
+        return [h.fn.__name__ for h in self.helpers] + [op.name for op in self.ops]
+
+    @property
     def filename(self) -> str:
         return f"{self.number:02d}_{self.name}.py"
 

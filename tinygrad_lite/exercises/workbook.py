@@ -123,12 +123,12 @@ def render(task: Task, solutions: bool) -> str:
         f"To write: {', '.join(writes)}. To grade it:",
         f"    {CLI} check <this folder> {task.name}",
         '"""'])
-    return f"{header}\n{_imports(_code(task, True), [tinygrad_lite.function, tinygrad_lite.tensor, *modules])}\n\n\n{code}\n"
+    imports = _imports(_code(task, True), [tinygrad_lite.function, tinygrad_lite.tensor, *modules])
+    return f"{header}\n{imports}\n\n\n{code}\n"
 
 
 def render_readme() -> str:
-    rows = [f"| {t.number} | `{t.filename}` | {', '.join([h.fn.__name__ for h in t.helpers] + [op.name for op in t.ops])} "
-            f"| {t.teaches} |" for t in FILE_TASKS]
+    rows = [f"| {t.number} | `{t.filename}` | {', '.join(t.parts)} | {t.teaches} |" for t in FILE_TASKS]
     return "\n".join([
         "# Your autograd workbook", "",
         "Each file is one task: `Function` subclasses named as the engine's ops (`MatMul`, `Softmax`, ...), each with",

@@ -11,6 +11,7 @@ import tinygrad_lite.autograd.functional as AF
 import tinygrad_lite.functional as F
 from tinygrad_lite import (Function, GradcheckError, Tensor, autograd, checkpoint, fast, gradcheck, gradgradcheck,
                            no_grad)
+from tinygrad_lite.tools.opcases import TABLE, make_inputs
 from gpt import GPT, GPTConfig
 
 
@@ -224,3 +225,14 @@ def test_checkpoint_second_derivative():
     h_plain = AF.hessian(lambda t: f(t).sum(), x).data
     h_ck = AF.hessian(lambda t: checkpoint(f, t).sum(), x).data
     np.testing.assert_allclose(h_ck, h_plain, rtol=1e-14)
+
+
+ZERO_D = [(row, c) for row in TABLE for c in row.cases if any(s == () for s in c.shapes)]
+
+
+@pytest.mark.parametrize("row, c", ZERO_D, ids=[f"{row.name}-{c.id}" for row, c in ZERO_D])
+def test_gradgradcheck_with_0d_inputs(row, c):
+    """np.exp of a 0-d array is a NumPy scalar, not an array: an op that saves its output (exp, tanh, sqrt,
+    sigmoid) must still get the output Tensor back from saved_tensors, or the second derivative misses it."""
+    with fast.disabled():
+        assert gradgradcheck(lambda *xs: row.fn(*xs, **c.kw), make_inputs(row, c, "contig"))

@@ -38,6 +38,7 @@ def test_default_dtype_is_float32():
     assert Tensor(3.5).dtype == F32
     assert Tensor.zeros(2, 3).dtype == Tensor.ones(2).dtype == Tensor.randn(2, seed=0).dtype == F32
     assert Tensor(np.array([1.0]), dtype=np.float64).dtype == F64  # an explicit dtype wins
+    assert Tensor.zeros(2, dtype=F64).dtype == Tensor.ones(2, dtype=F64).dtype == Tensor.randn(2, dtype=F64).dtype == F64
 
 
 def test_set_default_dtype_float64_end_to_end(float64_default):

@@ -136,7 +136,8 @@ class Function:
         if not isinstance(out, np.ndarray):
             if isinstance(out, (tuple, list)):
                 raise TypeError(f"{cls.name}.forward returned a {type(out).__name__}; an op has one output array")
-            out = np.asarray(out)
+            scalar, out = out, np.asarray(out)  # a NumPy scalar (np.exp of a 0-d array): if the forward saved it,
+            ctx.saved = tuple(out if a is scalar else a for a in ctx.saved)  # save the array the output wraps
         result = like._wrap(out, ctx if record else None)
         if record:
             ctx._out = weakref.ref(result)

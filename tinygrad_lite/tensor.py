@@ -114,16 +114,16 @@ class Tensor:
 
     @classmethod
     def zeros(cls, *shape, requires_grad=False, dtype=None) -> "Tensor":
-        return cls(np.zeros(shape, dtype or get_default_dtype()), requires_grad)
+        return cls(np.zeros(shape, dtype or get_default_dtype()), requires_grad, dtype=dtype)
 
     @classmethod
     def ones(cls, *shape, requires_grad=False, dtype=None) -> "Tensor":
-        return cls(np.ones(shape, dtype or get_default_dtype()), requires_grad)
+        return cls(np.ones(shape, dtype or get_default_dtype()), requires_grad, dtype=dtype)
 
     @classmethod
     def randn(cls, *shape, requires_grad=False, dtype=None, seed=None) -> "Tensor":
         data = np.random.default_rng(seed).standard_normal(shape)
-        return cls(data.astype(dtype or get_default_dtype()), requires_grad=requires_grad)
+        return cls(data, requires_grad=requires_grad, dtype=dtype)
 
     def _lift(self, other) -> "Tensor":
         """The other operand of a binary op as a Tensor, by the dtype rule in this module's docstring."""

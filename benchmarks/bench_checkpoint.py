@@ -35,7 +35,7 @@ def worker(checkpointed: bool, batch: int, seq: int, steps: int, preset: str) ->
     import tinygrad_lite.optim as optim
     from gpt import GPT, GPTConfig
 
-    tinygrad_lite.fast.tune_process()
+    tinygrad_lite.fast.enable()  # the kernels, as python -m gpt train runs
     model = GPT(GPTConfig.from_preset(preset), seed=0)
     model.checkpoint_blocks = checkpointed
     opt = optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)

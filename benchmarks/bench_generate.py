@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import tinygrad_lite.fast as fast  # noqa: E402
 from gpt.config import GPTConfig  # noqa: E402
 from gpt.model import GPT  # noqa: E402
 
@@ -34,7 +35,10 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", choices=["fast", "math"], default="fast",
+                    help="fast: tinygrad_lite.fast's kernels, as python -m gpt sample runs (default); math: the ops as written")
     args = ap.parse_args()
+    fast.enable(args.engine == "fast")
 
     config = GPTConfig.from_preset(args.preset)
     model = GPT(config, seed=args.seed)

@@ -6,8 +6,10 @@ with PyTorch eager on a model of exactly the same shapes and weights, when torch
 
 Each side runs in its own worker process; steps are interleaved (ours, torch, torch-math, ours, ...)
 so that load on a shared machine hits all alike; the medians and their ratios are printed. Ours runs
-twice: `ours`, one process, and `ours-workers`, each batch split over one worker process per core
-(tinygrad_lite.fast.DataParallel: NumPy's elementwise ops use one core, PyTorch's use all). PyTorch
+three times: `ours`, one process with `tinygrad_lite.fast.enable()` (the kernels, as `python -m gpt`
+runs), `math`, one process running the ops as written (the default; the ratio math/ours is printed),
+and `ours-workers`, fast, each batch split over one worker process per core
+(tinygrad_lite.parallel.DataParallel: NumPy's elementwise ops use one core, PyTorch's use all). PyTorch
 runs twice: `torch` with its fused attention (F.scaled_dot_product_attention, its best eager path:
 the ratios are against it) and `torch-math` with attention written out (softmax(q k^T / sqrt(d)) v).
 Also: model FLOP utilisation against a measured NumPy float32 GEMM peak, and each side's peak RSS
@@ -33,6 +35,7 @@ import tinygrad_lite.fast as fast  # noqa: E402
 import tinygrad_lite.functional as F  # noqa: E402
 import tinygrad_lite.optim as optim  # noqa: E402
 from gpt import GPT, GPTConfig  # noqa: E402
+from tinygrad_lite.parallel import DataParallel  # noqa: E402
 
 CONFIGS = {  # name -> (GPTConfig overrides, batch, seq)
     "gpt2": (dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768), 4, 128),
@@ -51,7 +54,7 @@ class Ours:
     def __init__(self, cfg: GPTConfig, seed: int = 0, workers: int = 0):
         self.model = GPT(cfg, seed=seed)
         self.opt = optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.1)
-        self.par = fast.DataParallel(self.model, workers=workers) if workers else None
+        self.par = DataParallel(self.model, workers=workers) if workers else None
 
     def step(self, x, y) -> float:
         if self.par is not None:  # forward and backward of each half of the batch in its own process
@@ -183,8 +186,9 @@ def worker(side: str, name: str, weights: str) -> None:
     cfg = GPTConfig(**overrides)
     x, y = make_batch(cfg, B, T)
     fast.reuse_freed_memory()  # malloc reuse; torch's side skips it (TINYGRAD_LITE_SYSTEM_MALLOC) unless --tuned-torch
-    if side.startswith("ours"):
-        fast.set_num_threads(os.cpu_count() or 1)  # the optimizer's threads
+    if side.startswith("ours") or side == "math":
+        if side != "math":
+            fast.enable()  # the kernels, with the optimizer's threads: the one call a training loop makes
         runner = Ours(cfg, workers=(os.cpu_count() or 1) if side == "ours-workers" else 0)
         if side == "ours":
             np.savez(weights, **{k: v for k, v in runner.model.state_dict().items() if k != "lm_head.weight"})
@@ -239,6 +243,7 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
     with tempfile.TemporaryDirectory() as tmp:
         weights = os.path.join(tmp, "weights.npz")
         sides = {"ours": Side("ours", name, weights)}
+        sides["math"] = Side("math", name, weights)
         sides["ours-workers"] = Side("ours-workers", name, weights)
         if have_torch:
             sides["torch"] = Side("torch", name, weights, tuned_torch)  # SDPA: the ratios are against this one
@@ -247,6 +252,7 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
         if have_torch:
             assert abs(first["ours"] - first["torch"]) < 1e-3 * max(1.0, abs(first["torch"])), first
         assert abs(first["ours"] - first["ours-workers"]) < 1e-5 * max(1.0, abs(first["ours"])), first
+        assert abs(first["ours"] - first["math"]) < 1e-5 * max(1.0, abs(first["ours"])), first
         times = {k: [] for k in sides}
         for i in range(max(warmup - 1, 0) + runs):
             for k, s in sides.items():  # interleaved A/B; the pause lets idle threads park
@@ -265,8 +271,9 @@ def bench(name: str, runs: int, warmup: int, have_torch: bool, peak: float, paus
         spread = f"min {min(times[k]) * 1e3:.1f} max {max(times[k]) * 1e3:.1f}"
         print(f"  {k:12s} median {m * 1e3:8.1f} ms/step ({spread})   MFU {flops / m / 1e9 / peak:6.1%}   "
               f"peak RSS {mem[k]:,.0f} MB")
+    print(f"  ratio math/ours: time {med['math'] / med['ours']:.3f}x   peak RSS {mem['math'] / mem['ours']:.3f}x")
     if have_torch:
-        for k in ("ours", "ours-workers"):
+        for k in ("ours", "math", "ours-workers"):
             print(f"  ratio {k}/torch: time {med[k] / med['torch']:.3f}x   peak RSS {mem[k] / mem['torch']:.3f}x"
                   f"   ({k}/torch-math: time {med[k] / med['torch-math']:.3f}x)")
 
@@ -284,7 +291,7 @@ def main() -> None:
                          "mean (default 1)")
     ap.add_argument("--tuned-torch", action="store_true",
                     help="run PyTorch with our malloc setting too (tinygrad_lite.memory); default: as users run it")
-    ap.add_argument("--worker", choices=["ours", "ours-workers", "torch", "torch-math"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours", "math", "ours-workers", "torch", "torch-math"], help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -2,8 +2,9 @@
 
 Layers, each importing only those below it: state, observe -> backprop (the chain rule) -> function
 (Function, the op registry) -> tensor (Tensor, the primitive ops) -> functional (fused ops) ->
-autograd (grad, vjp/jvp/hvp), nn, optim, checkpoint -> fast (kernels beside the math, tested equal)
--> tools (gradcheck, graph pictures, profiler, anomaly mode) -> this package's names.
+autograd (grad, vjp/jvp/hvp), nn, optim, checkpoint -> fast (kernels beside the math, tested equal, off
+until `tinygrad_lite.fast.enable()`) -> tools (gradcheck, graph pictures, profiler, anomaly mode) -> this
+package's names. `tinygrad_lite.parallel` (worker processes) and `tinygrad_lite.exercises` load on demand.
 """
 from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype, set_grad_enabled
 from .function import Function

@@ -6,8 +6,8 @@ every Tensor that used it (reverse topological order), and applies the chain rul
 
     dL/d(input) += op.backward(dL/d(output))     for every input of the op
 
-How a gradient is represented, computed and added is the job of a `grads` strategy (tensor.py's
-`MathGrads`: Tensors, each op's math-first backward; `tinygrad_lite.fast` has a faster twin for
+How a gradient is represented, computed and added is the job of a `grads` strategy (function.py's
+`MathGrads`: Tensors, each op's own backward; in fast mode, `tinygrad_lite.fast`'s `FastGrads` for
 passes that build no graph). With `grads.create_graph` the backward pass runs with grad mode on, so
 the Tensor ops of every backward are recorded and the gradients can be differentiated again.
 """

@@ -51,22 +51,20 @@ def disable() -> None:
     state.set_fast_enabled(False)
 
 
-@contextlib.contextmanager
-def enabled() -> Iterator[None]:
+def enabled() -> contextlib.AbstractContextManager:
     """`with fast.enabled():` fast mode inside the block, then the previous mode again."""
-    was = state.is_fast_enabled()
-    enable()
-    try:
-        yield
-    finally:
-        state.set_fast_enabled(was)
+    return _mode(True)
+
+
+def disabled() -> contextlib.AbstractContextManager:
+    """`with fast.disabled():` the math-first ops inside the block, then the previous mode again."""
+    return _mode(False)
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """`with fast.disabled():` the math-first ops inside the block, then the previous mode again."""
+def _mode(on: bool) -> Iterator[None]:
     was = state.is_fast_enabled()
-    disable()
+    enable(on)
     try:
         yield
     finally:

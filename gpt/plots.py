@@ -44,15 +44,16 @@ class MissingMatplotlib(UsageError):
 def _figure(width: float, height: float):
     """A new Figure of width x height inches, not registered with pyplot."""
     try:
+        import matplotlib  # noqa: F401 (first: a missing matplotlib says so even where matplotlib.figure is cached)
         from matplotlib.figure import Figure
     except ImportError:
         raise MissingMatplotlib(f"drawing a picture needs matplotlib, which is not installed ({INSTALL})") from None
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def check_path(path: str | Path, flag: str) -> Path:
+def check_path(path: str | Path, flag: str, command: str | None = None) -> Path:
     """A picture's path given with `flag`: a file name ending in .png/.svg/.pdf in an existing folder, and
-    matplotlib installed; else a UsageError naming the flag (so a command can refuse before its work)."""
+    matplotlib installed; else a UsageError naming the flag, or the command (so it can refuse before its work)."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; expected a file name ending in {', '.join(PLOT_FORMATS)} "
@@ -65,7 +66,7 @@ def check_path(path: str | Path, flag: str) -> Path:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise MissingMatplotlib(f"{flag} needs matplotlib, which is not installed ({INSTALL})") from None
+        raise MissingMatplotlib(f"{command or flag} needs matplotlib, which is not installed ({INSTALL})") from None
     return path
 
 

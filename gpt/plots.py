@@ -277,7 +277,8 @@ def curvature_line(lrs: Sequence[float], losses: Sequence[float], loss0: float, 
     fig = _figure(7, 4.5)
     ax = fig.add_subplot()
     ax.plot(lrs, losses, "o", ms=4, color="tab:blue", label="loss after the step")
-    ax.plot(lrs, loss0 - lrs * gg + 0.5 * lrs ** 2 * gHg, "-", color="tab:orange",
+    dense = np.linspace(lrs.min(), lrs.max(), 200)
+    ax.plot(dense, loss0 - dense * gg + 0.5 * dense ** 2 * gHg, "-", color="tab:orange",
             label="quadratic model: L0 - lr g.g + lr^2/2 g.Hg")
     ax.axhline(loss0, color="gray", lw=0.8, ls=":")
     if gHg > 0:

@@ -126,7 +126,8 @@ def test_curvature_line_draws_the_quadratic_model():
     fig = plots.curvature_line(lrs, losses, loss0, gg, gHg)
     assert_drawn(fig, 1)
     ax = fig.axes[0]
-    assert np.allclose(ax.lines[1].get_ydata(), 1 - 2 * lrs + 2 * lrs ** 2)
+    x = ax.lines[1].get_xdata()
+    assert x[0] == 0 and x[-1] == 3 and np.allclose(ax.lines[1].get_ydata(), 1 - 2 * x + 2 * x ** 2)
     assert sorted(t.get_text() for t in ax.texts) == ["lr = 1/c", "lr = 2/c"]
     assert sorted(line.get_xdata()[0] for line in ax.lines[3:]) == [0.5, 1.0]
 

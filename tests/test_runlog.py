@@ -1,6 +1,7 @@
 """gpt.runlog: the run's evaluation log, written before its checkpoint, cut back on resume, read by the plots."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,91 @@ def test_read_log_skips_a_torn_last_line_and_names_a_bad_one(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(UsageError, match=r"run/log.jsonl does not exist"):
         read_log(tmp_path / "run")
+
+
+# ------------------------------------------------------------------ the training loop writes it
+
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 8
+
+
+def train_cfg(tmp_path, out, **kw):
+    from gpt.train import TrainConfig
+    data = tmp_path / "input.txt"
+    data.write_text(TEXT, encoding="utf-8")
+    base = dict(data=str(data), out=str(out), batch_size=4, workers=1, max_iters=20, lr=3e-3, min_lr=3e-4,
+                warmup_iters=3, eval_interval=5, eval_iters=2, seed=7, progress=False, grad_clip=0.5,
+                model=GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=16))
+    return TrainConfig(**{**base, **kw})
+
+
+def without_speed(log):
+    return [{k: v for k, v in line.items() if k != "tokens_per_second"} for line in log]
+
+
+def test_a_training_run_logs_each_evaluation_with_its_last_steps_numbers(tmp_path):
+    from gpt.train import train
+    cfg = train_cfg(tmp_path, tmp_path / "run")
+    metrics = train(cfg)
+    log = read_log(cfg.out)
+    assert [line["iter"] for line in log] == [e["iter"] for e in metrics["evals"]] == [0, 5, 10, 15, 20]
+    assert [(line["train_loss"], line["val_loss"]) for line in log] == [(e["train_loss"], e["val_loss"])
+                                                                          for e in metrics["evals"]]
+    assert log[0]["lr"] is None and log[0]["grad_norm"] is None and log[0]["layer_grad_norms"] is None
+    for line in log[1:]:
+        assert line["lr"] == cfg.lr_at(line["iter"] - 1)  # the step that led to this iteration
+        assert line["tokens_per_second"] > 0
+        assert line["grad_norm"] > cfg.grad_clip  # clipped, and the layer norms are from before clipping:
+        assert math.isclose(math.hypot(*line["layer_grad_norms"].values()), line["grad_norm"], rel_tol=1e-5)
+        assert list(line["layer_grad_norms"]) == ["wte", "wpe", "h.0", "h.1", "ln_f"]
+
+
+def test_each_line_is_on_disk_before_the_checkpoint_of_its_iteration(tmp_path, monkeypatch):
+    import gpt.checkpoint as ck
+    from gpt.train import train
+    save, seen = ck.save, []
+
+    def spy(run, model, optimizer, state, best=False):
+        seen.append((state["iter"], [line["iter"] for line in read_log(run)]))
+        return save(run, model, optimizer, state, best)
+
+    monkeypatch.setattr(ck, "save", spy)
+    train(train_cfg(tmp_path, tmp_path / "run", max_iters=10))
+    assert seen == [(5, [0, 5]), (10, [0, 5, 10])]
+
+
+def test_a_run_resumed_after_a_crash_between_log_and_checkpoint_logs_what_a_straight_run_does(tmp_path, monkeypatch):
+    import gpt.checkpoint as ck
+    from gpt.train import train
+    straight = tmp_path / "straight"
+    train(train_cfg(tmp_path, straight))
+
+    crashed, save = tmp_path / "crashed", ck.save
+
+    def crash_at_15(run, model, optimizer, state, best=False):
+        if state["iter"] == 15:  # the log has its line for 15; the checkpoint of 15 never lands
+            with open(Path(run) / LOG_FILE, "a") as f:
+                f.write('{"iter": 15, "tr')  # and a write of the log cut short, for good measure
+            raise KeyError("killed")
+        return save(run, model, optimizer, state, best)
+
+    monkeypatch.setattr(ck, "save", crash_at_15)
+    with pytest.raises(KeyError):
+        train(train_cfg(tmp_path, crashed))
+    assert [line["iter"] for line in read_log(crashed)] == [0, 5, 10, 15]
+    monkeypatch.setattr(ck, "save", save)
+    train(train_cfg(tmp_path, crashed, resume=True))  # from the checkpoint of 10
+    assert without_speed(read_log(crashed)) == without_speed(read_log(straight))  # 15 once, none lost
+
+    train(train_cfg(tmp_path, crashed, overwrite=True, max_iters=5))  # a new run in its place: its lines only
+    assert [line["iter"] for line in read_log(crashed)] == [0, 5]
+
+
+def test_a_run_resumed_for_more_iterations_continues_the_log(tmp_path):
+    from gpt.train import train
+    out = tmp_path / "run"
+    train(train_cfg(tmp_path, out, max_iters=10, lr_decay_iters=20))
+    train(train_cfg(tmp_path, out, max_iters=20, lr_decay_iters=20, resume=True))
+    train(train_cfg(tmp_path, tmp_path / "straight", max_iters=20, lr_decay_iters=20))
+    assert without_speed(read_log(out)) == without_speed(read_log(tmp_path / "straight"))

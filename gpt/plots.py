@@ -109,7 +109,7 @@ def _draw_series(ax, log: Sequence[dict], key: str, label: str, log_scale: bool 
     if not iters:
         _no_data(ax, label)
     ax.plot(iters, values, "o-", ms=3, color="tab:green")
-    if log_scale and iters:
+    if log_scale and iters and max(values) > 10 * min(values) > 0:  # a log scale where the values span decades
         ax.set_yscale("log")
     ax.set(xlabel="iteration", title=label)
     ax.grid(alpha=0.3)

@@ -59,7 +59,9 @@ def test_training_curves_draws_five_panels_with_the_logged_numbers():
     assert list(val.get_ydata()) == [4.20, 3.30, 2.90]
     for ax, values in ((lr, [1e-3, 5e-4]), (norm, [2.5, 1.1]), (speed, [9000.0, 9500.0])):  # nulls left out
         assert list(ax.lines[0].get_xdata()) == [10, 20] and list(ax.lines[0].get_ydata()) == values
-    assert norm.get_yscale() == "log"
+    assert norm.get_yscale() == "linear"  # 2.5 and 1.1: a log scale only for values spanning decades
+    wide = [dict(line, grad_norm=line["grad_norm"] and line["grad_norm"] ** 4) for line in LOG]  # 39 and 1.5
+    assert data_axes(plots.training_curves(wide))[2].get_yscale() == "log"
     assert [line.get_label() for line in layers.lines] == ["wte", "wpe", "h.0", "h.1", "ln_f"]
     assert list(layers.lines[2].get_ydata()) == [1.2, 0.5]
 

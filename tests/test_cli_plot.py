@@ -1,6 +1,8 @@
 """`python -m gpt plot`: a run folder's curves to a picture; every bad input is one error line, exit 2."""
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ import pytest
 from gpt import GPT, GPTConfig
 from gpt.cli import main
 from gpt.runlog import LOG_FILE, RunLog
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_run(folder, metrics=True):
@@ -26,6 +30,7 @@ def make_run(folder, metrics=True):
     return folder
 
 
+@pytest.mark.plot
 def test_plot_writes_the_curves_into_the_run_folder(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     run = make_run(tmp_path / "run")
@@ -48,6 +53,7 @@ def test_plot_writes_the_curves_into_the_run_folder(tmp_path, capsys):
     ("bad log", ["--out", "{tmp}/run"], f"{{tmp}}/run/{LOG_FILE}, line 2: expected a JSON object with the keys"),
     ("bad metrics", ["--out", "{tmp}/run"], "{tmp}/run/metrics.json is not a run's metrics"),
 ])
+@pytest.mark.plot
 def test_plot_usage_errors_are_one_line_with_exit_2(tmp_path, capsys, setup, argv, message):
     pytest.importorskip("matplotlib")
     if setup == "empty":
@@ -79,3 +85,13 @@ def test_plot_needs_out(capsys):
     with pytest.raises(SystemExit) as e:
         main(["plot"])
     assert e.value.code == 2 and "the following arguments are required: --out" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_package_imports_and_drawing_names_the_extra():
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "import gpt.plots, gpt.report, gpt.cli, gpt.runlog\n"
+            "try:\n    gpt.plots.loss_curves([])\n"
+            "except gpt.plots.MissingMatplotlib as e:\n    print(e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == 'drawing a picture needs matplotlib, which is not installed (pip install -e ".[plot]")\n'

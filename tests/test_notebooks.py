@@ -55,6 +55,7 @@ def test_each_notebook_explains_in_markdown_and_asserts_its_numbers(path):
         assert "# %matplotlib inline" in code  # without it a Figure shows as text
 
 
+@pytest.mark.plot
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_each_notebook_is_in_the_form_jupytext_writes(path):
     jupytext = pytest.importorskip("jupytext")  # the `notebooks` extra
@@ -68,6 +69,7 @@ def test_the_readme_notebook_command_runs_every_notebook_and_ci_runs_it():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = readme.split("<!-- notebook-command -->\n```\n", 1)[1].split("\n", 1)[0]
     assert 'pip install -e ".[dev,notebooks]"' in command
-    assert "jupytext --to ipynb notebooks/*.py" in command and command.endswith("python -m pytest --nbmake notebooks")
+    assert "python -m pytest -m plot && jupytext --to ipynb notebooks/*.py" in command  # the tests that draw, too
+    assert command.endswith("python -m pytest --nbmake notebooks")
     assert "marked notebook-command" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "notebooks/*.ipynb" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()

@@ -20,14 +20,13 @@ import numpy as np
 
 import tinygrad_lite.functional as F
 import tinygrad_lite.nn as nn
-from tinygrad_lite import Tensor
+from tinygrad_lite import Tensor, no_grad
 
-from .files import atomic_write
+from . import plots
+from .plots import PLOT_FORMATS
 
 __all__ = ["ParamStats", "ActivationStats", "Report", "collect", "format_report", "plot_report", "aliases",
-           "PLOT_FORMATS"]
-
-PLOT_FORMATS = (".png", ".svg", ".pdf")
+           "attention", "PLOT_FORMATS"]
 
 
 @dataclass
@@ -113,6 +112,37 @@ def collect(model: nn.Module, idx, targets, skip: tuple[type, ...] = (nn.Dropout
     return report
 
 
+def attention(model: nn.Module, idx) -> np.ndarray:
+    """The attention weights of every head of every block for the integer batch idx (B, T):
+    (L, B, H, T, T), where [l, b, h, t, s] is how much position t attends to position s in head h of
+    block l. Each row sums to 1 and the future (s > t) is 0.
+
+    Recomputed from the q and k that each block's attn.c_attn outputs (caught by a forward hook) as
+    softmax(q k^T / sqrt(D)) with the future masked: no dropout (eval mode while it runs), no graph.
+    """
+    qkv: list[np.ndarray] = []
+    handles = [block.attn.c_attn.register_forward_hook(lambda module, inputs, out: qkv.append(out.data))
+               for block in model.transformer.h]
+    was_training = model.training
+    try:
+        with no_grad():
+            model.eval()(idx)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    H = model.config.n_head
+    maps = []
+    for out in qkv:  # (B, T, 3C) = [q | k | v]
+        B, T, C = out.shape[0], out.shape[1], out.shape[2] // 3
+        q, k = (Tensor(out[..., i * C:(i + 1) * C].reshape(B, T, H, C // H).transpose(0, 2, 1, 3), dtype=out.dtype)
+                for i in (0, 1))  # (B, H, T, D)
+        scores = (q @ k.swapaxes(-1, -2)) / math.sqrt(C // H)  # (B, H, T, T)
+        future = np.triu(np.ones((T, T), dtype=bool), k=1)  # s > t
+        maps.append(F.softmax(scores.masked_fill(future, -np.inf), axis=-1).numpy())
+    return np.stack(maps)
+
+
 def _e(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.3e}"
 
@@ -134,42 +164,13 @@ def format_report(report: Report) -> str:
 
 
 def plot_report(report: Report, path, title: str = "") -> Path | None:
-    """Plot activation std, activation-gradient std and |grad|/|weight| to exactly `path`.
-
-    The format follows the suffix (.png, .svg or .pdf; anything else is a ValueError); the file is
-    written whole or not at all. Returns Path(path), or None when matplotlib is not installed
-    (pip install -e ".[plot]").
-    """
-    path = Path(path)
-    if path.suffix.lower() not in PLOT_FORMATS:
+    """Plot activation std, activation-gradient std and |grad|/|weight| (gpt.plots.inspect_stats) to exactly
+    `path`, whole or not at all; the format follows the suffix (.png, .svg or .pdf; anything else is a
+    ValueError). Returns Path(path), or None when matplotlib is not installed (pip install -e ".[plot]")."""
+    if Path(path).suffix.lower() not in PLOT_FORMATS:
         raise ValueError(f"plot_report: {path} must end in {', '.join(PLOT_FORMATS)}")
     try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only, no window
-        import matplotlib.pyplot as plt
-    except ImportError:
+        fig = plots.inspect_stats(report, title)
+    except plots.MissingMatplotlib:
         return None
-    acts, params = report.activations, report.params
-    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 0.16 * max(len(acts), len(params))), 11))
-    x = np.arange(len(acts))
-    axes[0].semilogy(x, [a.std for a in acts], "o-", ms=3)
-    axes[0].set_ylabel("activation std")
-    axes[1].semilogy(x, [a.grad_std for a in acts], "o-", ms=3, color="tab:red")
-    axes[1].set_ylabel("std of dloss/d(activation)")
-    for ax in axes[:2]:
-        ax.set_xticks(x, [a.name for a in acts], rotation=90, fontsize=6)
-        ax.grid(alpha=0.3)
-    xp = np.arange(len(params))
-    colors = ["tab:blue" if len(p.shape) > 1 else "tab:orange" for p in params]
-    axes[2].bar(xp, [p.ratio if not math.isnan(p.ratio) else 0.0 for p in params], color=colors)
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("|grad| / |weight|  (blue: matrices)")
-    axes[2].set_xticks(xp, [p.name for p in params], rotation=90, fontsize=6)
-    axes[2].grid(alpha=0.3, axis="y")
-    fig.suptitle(title or f"loss {report.loss:.4f}")
-    fig.tight_layout()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lower()[1:]))
-    finally:
-        plt.close(fig)
-    return path
+    return plots.save(fig, path)

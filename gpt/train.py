@@ -52,6 +52,7 @@ from .errors import RunFailed, UsageError
 from .files import atomic_write
 from .model import GPT
 from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
+from .runlog import RunLog
 
 __all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_run", "METRICS_FILE"]
 
@@ -269,6 +270,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     if world.is_main:
         _summary(cfg, data, model, it, ckpt, world, workers)
     saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
+    log = RunLog(out if world.is_main else None, saved_at)  # out/log.jsonl, cut to the checkpoint's iteration
 
     def save(best_now: bool = False) -> None:
         nonlocal saved_at
@@ -276,6 +278,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": rng_states(model, rng)}
         if world.is_main:
+            log.flush()  # the log's lines up to `it` are on disk before the checkpoint that covers them
             checkpoint.save(out, model, optimizer, state, best=best_now)
         saved_at = it
 
@@ -293,6 +296,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         if bad:
             raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
         evals.append(result)
+        log.evaluation(result, model)  # with the last step's lr, gradient norms and tokens/s
         say(f"iter {it}: train loss {result['train_loss']:.4f}, val loss {result['val_loss']:.4f}")
         return result
 
@@ -347,6 +351,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     stepping = False
                     rng_at_it = rng_states(model, rng)
                     train_seconds += time.perf_counter() - t0
+                    log.step(lr, norm, time.perf_counter() - t0, tokens_per_iter)
                 tok_s = (it - start_iter) * tokens_per_iter / train_seconds
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
                 bar.update(1)

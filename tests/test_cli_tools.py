@@ -244,6 +244,7 @@ def test_finding_10_inspect_plot_path_must_be_a_png_svg_or_pdf_file(tmp_path, mo
     assert captured.out == "" and not calls and list(tmp_path.iterdir()) == []  # refused before the work
 
 
+@pytest.mark.plot
 def test_plot_report_with_matplotlib_writes_exactly_the_path(tmp_path):
     pytest.importorskip("matplotlib")
     model = GPT(GPTConfig.from_preset("tiny", n_layer=1), seed=0)

@@ -27,6 +27,7 @@ COMMANDS = [
     "gpt.cli.sample",  # sample: generate text from a checkpoint or GPT-2 weights
     "gpt.cli.inspect",  # inspect: per-parameter gradient norms, per-layer activation statistics
     "gpt.cli.gradcheck",  # gradcheck: float64 finite-difference check of every parameter's gradient
+    "gpt.cli.plot",  # plot: a training run's loss, learning rate and gradient norms, from its run folder
 ]
 
 EPILOG = "exit status: 0 ok, 1 the run or check failed, 2 usage error (bad flag or file), 130 interrupted (Ctrl-C)"

@@ -37,28 +37,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def check_plot_path(plot: str) -> None:
-    """A --plot PATH that can be written: a file name ending in .png/.svg/.pdf in an existing folder."""
-    from pathlib import Path
-
-    from ..errors import UsageError
-    from ..report import PLOT_FORMATS
-
-    path = Path(plot)
-    if path.is_dir():
-        raise UsageError(f"--plot {plot} is a folder; expected a file name ending in {', '.join(PLOT_FORMATS)} "
-                         f"(e.g. {path / 'inspect.png'})")
-    if path.suffix.lower() not in PLOT_FORMATS:
-        raise UsageError(f"--plot {plot}: expected a file name ending in {', '.join(PLOT_FORMATS)} "
-                         f"(the format follows the suffix), got {path.suffix or 'no suffix'}")
-    if not path.parent.is_dir():
-        raise UsageError(f"--plot {plot}: the folder {path.parent} does not exist")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError('--plot needs matplotlib, which is not installed (pip install -e ".[plot]")') from None
-
-
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -67,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import GPTConfig
     from ..errors import UsageError
     from ..model import GPT
+    from ..plots import check_path
     from ..report import collect, format_report, plot_report
     from .sample import load_model, non_finite_parameters
 
@@ -76,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be an int >= 0, got {args.seed}")
     if args.plot is not None:
-        check_plot_path(args.plot)  # before the work, not after it
+        check_path(args.plot, "--plot")  # before the work, not after it
     if args.ckpt:
         model, _, what, _ = load_model(ckpt=args.ckpt, need_tokenizer=False)
     else:

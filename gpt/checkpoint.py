@@ -46,7 +46,7 @@ from safetensors.numpy import save_file
 
 from .config import GPTConfig
 from .errors import UsageError
-from .files import atomic_write, file_mode, sha256
+from .files import atomic_write, file_mode, fsync, sha256
 from .model import GPT
 
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
@@ -119,7 +119,7 @@ def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool 
         tmp.mkdir()
         _write_folder(tmp, model, optimizer, state)  # 1. everything, manifest last
         os.rename(tmp, run / name)  # 2. the complete folder appears under its name at once
-        _fsync(run)
+        fsync(run)
         _point(run / POINTERS["latest"], name)  # 3. the switch
         if best:
             _point(run / POINTERS["best"], name)
@@ -150,7 +150,7 @@ def _write_folder(folder: Path, model: GPT, optimizer, state: dict) -> None:
     _write_json(folder / STATE, state)
     files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())}
     _write_json(folder / MANIFEST, {"format": FORMAT, "files": files})
-    _fsync(folder)
+    fsync(folder)
 
 
 def _split_optimizer_state(sd: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -166,10 +166,9 @@ def _split_optimizer_state(sd: dict) -> tuple[dict[str, np.ndarray], dict[str, s
 
 
 def _point(pointer: Path, name: str) -> None:
-    """Make `pointer` (latest.json / best.json) name checkpoint `name`: one atomic rename, then fsync RUN."""
+    """Make `pointer` (latest.json / best.json) name checkpoint `name`: one atomic rename (fsynced), then fsync RUN."""
     data = _dumps({"checkpoint": name}).encode()
-    atomic_write(pointer, lambda tmp: _write_bytes(tmp, data))
-    _fsync(pointer.parent)
+    atomic_write(pointer, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _remove_leftovers(run: Path) -> None:
@@ -193,7 +192,7 @@ def _remove_leftovers(run: Path) -> None:
 def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
     os.chmod(path, file_mode())  # safetensors makes 0600 files
-    _fsync(path)
+    fsync(path)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -205,15 +204,6 @@ def _write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entries to disk (a folder: the names of what it holds)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dumps(obj: Any, indent: int | None = None) -> str:

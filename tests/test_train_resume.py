@@ -1,0 +1,84 @@
+"""Resuming a run: exactly, after an interrupt anywhere in a step (issue 20, item 20a); only on the data it was
+trained on (item 9); never from weights that are not finite (item 11); from the newest complete checkpoint when
+latest.json is lost (item 13)."""
+import os
+import signal
+
+import pytest
+
+import gpt.train as train_mod
+from gpt.config import GPTConfig
+from gpt.data import TextData
+from gpt.train import TrainConfig, load_run, train
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 8
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "input.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return p
+
+
+def _cfg(text_file, out, dropout=0.0, **kw):
+    base = dict(data=str(text_file), out=str(out), batch_size=4, max_iters=12, lr=3e-3, min_lr=3e-4, warmup_iters=2,
+                eval_interval=4, eval_iters=1, seed=7, progress=False, workers=1,
+                model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=dropout))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------ an interrupt after the batch is drawn
+@pytest.fixture
+def raising_sigint_handler():
+    """A SIGINT handler of the program's own that raises KeyboardInterrupt at once (as some frameworks install):
+    train() leaves such a handler alone, so Ctrl-C lands wherever the step is."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGINT, handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_issue20_item20_ctrl_c_after_the_step_drew_its_batch_and_masks_resumes_exactly(
+        text_file, tmp_path, monkeypatch, raising_sigint_handler):
+    straight = train(_cfg(text_file, tmp_path / "straight", dropout=0.1))
+    real_clip, calls = train_mod.clip_grad_norm_, []
+
+    def clip_then_ctrl_c(params, max_norm):  # step 7 has drawn its batch and its dropout masks, and backpropagated
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(train_mod, "clip_grad_norm_", clip_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(text_file, tmp_path / "stop", dropout=0.1))
+    monkeypatch.undo()
+    assert load_run(tmp_path / "stop").state["iter"] == 6  # the step cut short is not saved: it runs again
+    resumed = train(_cfg(text_file, tmp_path / "stop", dropout=0.1, resume=True))
+    assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
+
+
+def test_issue20_item20_an_interrupt_raised_right_after_the_batch_is_drawn_resumes_exactly(
+        text_file, tmp_path, monkeypatch):
+    straight = train(_cfg(text_file, tmp_path / "straight"))
+    real_get_batch, calls = TextData.get_batch, []
+
+    def get_batch_then_interrupt(self, split, *args):  # a worker's, another thread's or a handler's interrupt
+        batch = real_get_batch(self, split, *args)
+        if split == "train":
+            calls.append(1)
+            if len(calls) == 10:  # evaluations at 0 and 4 drew one each: the batch of step 8
+                raise KeyboardInterrupt
+        return batch
+
+    monkeypatch.setattr(TextData, "get_batch", get_batch_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(text_file, tmp_path / "stop"))
+    monkeypatch.undo()
+    assert load_run(tmp_path / "stop").state["iter"] == 7
+    resumed = train(_cfg(text_file, tmp_path / "stop", resume=True))
+    assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]

@@ -45,11 +45,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from .config import GPTConfig
-from .errors import UsageError
+from .errors import EXIT_FAILED, UsageError
 from .files import atomic_write, file_mode, fsync, sha256
 from .model import GPT
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
 
 FORMAT = "tinygrad_lite-gpt/1"
 MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (
@@ -61,6 +61,12 @@ _LEFTOVER = re.compile(r"\.tmp-.*|\.(latest|best)\.json\..*\.tmp")  # a killed s
 
 class CheckpointError(UsageError):
     """A missing or damaged checkpoint, or one that cannot be written; the message names the file."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a folder gone): the run failed (exit status 1), and
+    the previous checkpoint is untouched. The message names the run folder and the reason."""
+    exit_code = EXIT_FAILED
 
 
 @dataclass
@@ -108,7 +114,8 @@ def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool 
     """Save model, optimizer (or None) and state (a JSON-able dict) as a new checkpoint of `run`; return its folder.
 
     latest.json (and, with best=True, best.json) then names it. On failure the previous checkpoint is
-    untouched and still what latest.json names; an OSError becomes a CheckpointError naming `run`."""
+    untouched and still what latest.json names; a failed write (an OSError, safetensors' error) becomes a
+    CheckpointWriteError naming `run`."""
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise CheckpointError(f"{run} is a file; expected a folder to hold the run's checkpoints")
@@ -125,11 +132,30 @@ def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool 
             _point(run / POINTERS["best"], name)
     except BaseException as e:
         _remove_leftovers(run)  # the half-written folder; the pointers decide what stays
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot save a checkpoint in {run}: {_one_line(e)}") from e
+        if isinstance(e, (OSError, SafetensorError)):
+            raise CheckpointWriteError(f"cannot save a checkpoint in {run}: {_reason(e)}; {_still(run)}") from e
         raise
     _remove_leftovers(run)  # 4.
     return run / name
+
+
+def _reason(e: Exception) -> str:
+    """Why a write failed, in words: "No space left on device (errno 28)" from an OSError or safetensors' error."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{e.strerror} (errno {e.errno})"
+    found = re.search(r"os error (\d+)", str(e))  # safetensors: "I/O error: No space left on device (os error 28)"
+    return f"{os.strerror(int(found[1]))} (errno {found[1]})" if found else _one_line(e)
+
+
+def _still(run: Path) -> str:
+    """What a failed save left: the checkpoint latest.json still names, or nothing."""
+    latest = run / POINTERS["latest"]
+    if not latest.exists():
+        return f"no checkpoint was saved in {run}"
+    try:
+        return f"{latest} still names {_read_pointer(latest)}, complete"
+    except CheckpointError:
+        return f"{latest} is unchanged"
 
 
 def _iteration(state: dict) -> int:

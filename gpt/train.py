@@ -275,8 +275,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": rng_states(model, rng)}
-        if world.is_main:
-            checkpoint.save(out, model, optimizer, state, best=best_now)
+        world.on_main(lambda: checkpoint.save(out, model, optimizer, state, best=best_now))  # an error: every rank
         saved_at = it
 
     def diverged(at: int, what: str) -> RunFailed:
@@ -381,10 +380,18 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
                "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N, "workers": workers,
                "allreduce_seconds_per_iter": world.allreduce_seconds / done if done else 0.0}
-    if world.is_main:
-        text = json.dumps(metrics, indent=1)
-        atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+    world.on_main(lambda: _write_metrics(out / METRICS_FILE, metrics, saved_at))
     return metrics
+
+
+def _write_metrics(path: Path, metrics: dict, saved_at: int) -> None:
+    """metrics.json, atomically; a failed write is RunFailed naming it (the last checkpoint is complete)."""
+    text = json.dumps(metrics, indent=1)
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except OSError as e:
+        raise RunFailed(f"cannot write {path}: {e.strerror or e}; the run's checkpoint of iteration {saved_at} in "
+                        f"{path.parent} is complete") from None
 
 
 def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator, T: int, B: int, K: int,

@@ -106,3 +106,105 @@ def test_issue20_item20_a_training_run_publishes_only_fsynced_files(tmp_path, mo
     train(cfg)
     monkeypatch.undo()
     assert log.check() >= 2 * 3 + 1  # two checkpoints (folder, latest.json, best.json), metrics.json
+
+
+# ------------------------------------------------------------------ a full disk
+SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "64", "--block-size", "16", "--batch-size", "4", "--workers",
+         "1", "--eval-iters", "1", "--no-progress"]
+ENOSPC = "Error while serializing: I/O error: No space left on device (os error 28)"  # what safetensors raises
+
+
+def _text(tmp_path) -> Path:
+    path = tmp_path / "input.txt"
+    path.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 20)
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err and err.endswith("\n"), err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and err.splitlines()[-1] == lines[0], err
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["safetensors", "json", "metrics"])
+def test_issue20_item4_a_full_disk_is_one_error_line_exit_1_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                                           capsys, where):
+    from safetensors import SafetensorError
+
+    import gpt.train as train_mod
+    from gpt.cli import main
+    run = tmp_path / "run"
+    real_save_file, real_open, real_atomic_write, writes = ck.save_file, open, train_mod.atomic_write, []
+
+    def save_file(tensors, path, metadata=None):  # the disk fills up during the second checkpoint
+        writes.append(path)
+        if where == "safetensors" and len(writes) > 2:
+            raise SafetensorError(ENOSPC)
+        return real_save_file(tensors, path, metadata=metadata)
+
+    def open_(path, *args, **kw):
+        if where == "json" and len(writes) > 2 and str(path).endswith("state.json"):
+            raise OSError(28, "No space left on device", str(path))
+        return real_open(path, *args, **kw)
+
+    def atomic_write(path, write):
+        if where == "metrics":
+            raise OSError(28, "No space left on device", str(path))
+        return real_atomic_write(path, write)
+
+    monkeypatch.setattr(ck, "save_file", save_file)
+    monkeypatch.setattr(ck, "open", open_, raising=False)
+    monkeypatch.setattr(train_mod, "atomic_write", atomic_write)
+    code = main(["train", "--data", str(_text(tmp_path)), *SMALL, "--max-iters", "4", "--eval-interval", "2",
+                 "--out", str(run)])
+    monkeypatch.undo()
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 1
+    if where == "metrics":
+        assert line == (f"error: cannot write {run / 'metrics.json'}: No space left on device; the run's checkpoint "
+                        f"of iteration 4 in {run} is complete")
+        assert load_run(run).state["iter"] == 4
+    else:
+        first = ck.load(run)
+        assert line == (f"error: cannot save a checkpoint in {run}: No space left on device (errno 28); "
+                        f"{run / 'latest.json'} still names {first.path.name}, complete")
+        assert first.state["iter"] == 2
+    assert not [n for n in os.listdir(run) if n.startswith(".tmp")]  # no half-written checkpoint left
+
+
+def _can_mount_tmpfs() -> bool:
+    if not shutil.which("unshare") or sys.platform != "linux":
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt || "
+                            "mount -t tmpfs -o size=64k tmpfs /tmp"], capture_output=True)
+    return probe.returncode == 0
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size=1000k tmpfs "$DISK" || exit 99
+python -m gpt train "$@" --out "$DISK/run"
+echo "exit status $?"
+python -c "import os, sys; from gpt.train import load_run; print('resumable at', load_run(sys.argv[1]).state['iter']); \
+print(*sorted(os.listdir(sys.argv[1])))" "$DISK/run"
+"""
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare -m and mount (root in a user namespace)")
+def test_issue20_item4_a_real_full_disk(tmp_path):
+    """train --out on a 1000 kB tmpfs (in a mount namespace of its own): one checkpoint of this model (650 kB)
+    fits, the next one does not."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    env = dict(os.environ, DISK=str(disk), PYTHONPATH=str(REPO))
+    args = ["--data", str(_text(tmp_path)), *SMALL, "--max-iters", "100", "--eval-interval", "1"]
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", FULL_DISK, "sh", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = _one_error_line(proc.stderr)
+    assert line.startswith(f"error: cannot save a checkpoint in {disk / 'run'}: No space left on device (errno 28); "
+                           f"{disk / 'run' / 'latest.json'} still names ckpt-0000001-"), line
+    assert "exit status 1\nresumable at 1\n" in proc.stdout
+    kept = line.split("still names ")[1].split(",")[0]
+    assert proc.stdout.splitlines()[-1].split() == [kept, "latest.json"]  # no half-written checkpoint left

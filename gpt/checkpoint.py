@@ -96,6 +96,19 @@ class Checkpoint:
             p.data = w.astype(p.dtype, copy=True)  # a tied head shares this Parameter, so it follows
         return model.eval()
 
+    def check_finite(self) -> None:
+        """Raise CheckpointError naming the tensors (weights, optimizer moments) that hold a NaN or an infinity:
+        training cannot continue from them."""
+        arrays = [(MODEL, name, w) for name, w in self.weights.items()]
+        if self.optimizer_state is not None:
+            arrays += [(OPTIMIZER, f"state.{i}.{key}", v) for i, s in self.optimizer_state["state"].items()
+                       for key, v in s.items() if isinstance(v, np.ndarray)]
+        bad = [(file, name) for file, name, a in arrays if a.dtype.kind == "f" and not np.isfinite(a).all()]
+        if bad:
+            shown = ", ".join(name for _, name in bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise CheckpointError(f"{self.path / bad[0][0]} is not finite (NaN or infinity in {shown}): training "
+                                  f"cannot continue from it; {_others(self.path.parent, self.path.name)}")
+
     def load_optimizer(self, optimizer) -> None:
         """Restore `optimizer` (same param groups and shapes as the saved one) from this checkpoint."""
         if self.optimizer_state is None:

@@ -520,6 +520,7 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
     if set(ckpt.state) != keys:
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
                                          f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
+    ckpt.check_finite()  # a step from a NaN weight or moment gives NaN: refuse it now, naming the tensor
     return ckpt
 
 

@@ -82,3 +82,45 @@ def test_issue20_item20_an_interrupt_raised_right_after_the_batch_is_drawn_resum
     assert load_run(tmp_path / "stop").state["iter"] == 7
     resumed = train(_cfg(text_file, tmp_path / "stop", resume=True))
     assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
+
+
+# ------------------------------------------------------------------ weights that are not finite
+def _rewrite_tensor(folder, file, name, change):
+    """Change one tensor of a checkpoint's safetensors file and its manifest entry alike (a consistent checkpoint)."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    import gpt.checkpoint as ck
+    path = folder / file
+    tensors = load_file(str(path))
+    change(tensors[name])
+    metadata = None
+    if file == "optimizer.safetensors":
+        from safetensors import safe_open
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata()
+    save_file(tensors, str(path), metadata=metadata)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][file] = {"sha256": ck.sha256(path), "bytes": path.stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("file, name", [("model.safetensors", "transformer.h.0.attn.c_attn.weight"),
+                                        ("optimizer.safetensors", "state.3.exp_avg_sq")])
+def test_issue20_item11_resume_refuses_a_checkpoint_that_is_not_finite_naming_the_tensor(text_file, tmp_path, capsys,
+                                                                                       file, name):
+    import numpy as np
+
+    from gpt.cli import main
+    out = tmp_path / "run"
+    train(_cfg(text_file, out, max_iters=4))
+    folder = load_run(out).path
+    _rewrite_tensor(folder, file, name, lambda a: a.reshape(-1).__setitem__(0, np.nan))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--max-iters", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {folder / file} is not finite (NaN or infinity in {name}): training cannot continue from "
+                   f"it; the run has no other checkpoint; restore the file from a backup or train again\n")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

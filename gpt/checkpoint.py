@@ -77,6 +77,7 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
     state: dict
+    note: str = ""  # how it was found, when that is worth saying (latest.json lost: the newest complete one)
 
     def model(self, dtype=None) -> GPT:
         """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
@@ -258,8 +259,17 @@ def _dumps(obj: Any, indent: int | None = None) -> str:
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    """Does `path` hold a training run (a latest.json)?"""
-    return (Path(path) / POINTERS["latest"]).is_file()
+    """Does `path` hold a training run: a latest.json, or a ckpt-* folder with its manifest (latest.json lost)?"""
+    return (Path(path) / POINTERS["latest"]).is_file() or bool(checkpoint_folders(path))
+
+
+def checkpoint_folders(run: str | os.PathLike) -> list[Path]:
+    """The ckpt-* folders of `run` that hold a manifest, newest first (by iteration, then by time written)."""
+    try:
+        found = [p for p in Path(run).iterdir() if _CKPT.fullmatch(p.name) and (p / MANIFEST).is_file()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: (int(p.name.split("-")[1]), (p / MANIFEST).stat().st_mtime_ns), reverse=True)
 
 
 def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
@@ -275,6 +285,9 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     if (path / MANIFEST).exists():
         return _read_folder(path)
     pointer = path / POINTERS[which]
+    lost = _lost_pointer(pointer) if which == "latest" else None
+    if lost and checkpoint_folders(path):
+        return _newest_complete(path, lost)
     if not pointer.exists():
         if which == "best" and is_run(path):
             raise CheckpointError(f"{pointer} does not exist: the run was trained without --save-best; "
@@ -286,6 +299,33 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     if not (path / name).is_dir():
         raise CheckpointError(f"{pointer} names {name}, but {path / name} does not exist; {_others(path, name)}")
     return _read_folder(path / name)
+
+
+def _lost_pointer(pointer: Path) -> str | None:
+    """Why `pointer` leads to no checkpoint folder (missing, unreadable, naming a folder that is gone), or None."""
+    if not pointer.exists():
+        return f"{pointer} is missing"
+    try:
+        name = _read_pointer(pointer)
+    except CheckpointError as e:
+        return str(e)
+    return None if (pointer.parent / name).is_dir() else f"{pointer} names {name}, which does not exist"
+
+
+def _newest_complete(run: Path, lost: str) -> Checkpoint:
+    """The newest ckpt-* folder of `run` that verifies against its manifest, its note saying why and which."""
+    skipped = []
+    for folder in checkpoint_folders(run):
+        try:
+            ckpt = _read_folder(folder)
+        except CheckpointError as e:
+            skipped.append(_one_line(e).split("; ")[0])  # "RUN/ckpt-.../model.safetensors is damaged (...)"
+            continue
+        ckpt.note = f"{lost}: using the newest complete checkpoint, {folder.name}" + \
+            "".join(f"; skipped: {why}" for why in skipped)
+        return ckpt
+    raise CheckpointError(f"{lost}, and no checkpoint of {run} is complete: {'; '.join(skipped)}; restore the "
+                          "files from a backup or train again")
 
 
 def _read_pointer(pointer: Path) -> str:
@@ -344,7 +384,8 @@ def _others(run: Path, name: str) -> str:
     """What to do instead: the run's other checkpoint folders, if any."""
     others = sorted(p.name for p in run.glob("ckpt-*") if p.name != name and (p / MANIFEST).exists())
     if others:
-        return f"the run's other checkpoints (load one by its folder): {', '.join(str(run / o) for o in others)}"
+        return (f"the run's other checkpoints (load one by its folder): {', '.join(str(run / o) for o in others)} "
+                f"(with {run / name} moved away, train --resume continues from the newest complete one)")
     return "the run has no other checkpoint; restore the file from a backup or train again"
 
 
@@ -419,6 +460,10 @@ def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run fo
     except OSError as e:
         raise UsageError(f"{name} {out} cannot be written: {e.strerror or e}") from None
     if is_run(out):
+        lost = _lost_pointer(out / POINTERS["latest"])
+        if lost and not overwrite:  # never suggest --overwrite, which would delete complete checkpoints
+            raise UsageError(f"{name} {out} holds the checkpoints of a training run, but {lost}; give --resume to "
+                             f"continue from the newest complete one, or another --out")
         if not overwrite:
             raise UsageError(f"{name} {out} already holds a training run; give --resume to continue it, --overwrite "
                              f"to replace it, or another --out")

@@ -462,6 +462,8 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     if workers > 1:
         _say(f"workers: each batch split over {workers} processes (--workers 1: one process)")
     if ckpt is not None:
+        if ckpt.note:
+            _say(f"note: {ckpt.note}")
         _say(f"resuming from iter {it} ({ckpt.path})")
     elif cfg.init_from is not None:
         _say(f"fine-tuning {cfg.init_from}")
@@ -513,7 +515,7 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
     """The latest checkpoint of the run in ``out`` (for --resume); a UsageError naming --out if there is none."""
     out = Path(out)
     if not checkpoint.is_run(out):
-        why = "does not exist" if not out.exists() else "holds no training run (no latest.json)"
+        why = "does not exist" if not out.exists() else "holds no training run (no latest.json, no ckpt-* folder)"
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
     ckpt = checkpoint.load(out)
     keys = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}

@@ -124,3 +124,73 @@ def test_issue20_item11_resume_refuses_a_checkpoint_that_is_not_finite_naming_th
     assert err == (f"error: {folder / file} is not finite (NaN or infinity in {name}): training cannot continue from "
                    f"it; the run has no other checkpoint; restore the file from a backup or train again\n")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+# ------------------------------------------------------------------ latest.json lost
+@pytest.mark.parametrize("how", ["deleted", "a copy without it", "unreadable", "naming a folder that is gone"])
+def test_issue20_item13_resume_without_latest_json_takes_the_newest_complete_checkpoint(text_file, tmp_path, capsys,
+                                                                                       how):
+    import json
+    import shutil
+
+    from gpt.cli import main
+    straight = train(_cfg(text_file, tmp_path / "straight"))
+    out = tmp_path / "run"
+    train(_cfg(text_file, out, max_iters=8, lr_decay_iters=12, save_best=True))
+    newest = load_run(out).path
+    if how == "deleted":
+        (out / "latest.json").unlink()
+    elif how == "a copy without it":
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        for folder in out.glob("ckpt-*"):
+            shutil.copytree(folder, copy / folder.name)
+        out, newest = copy, copy / newest.name
+    elif how == "unreadable":
+        (out / "latest.json").write_text("{")
+    else:
+        (out / "latest.json").write_text(json.dumps({"checkpoint": "ckpt-0000012-0123abcd"}))
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(out), "--max-new-tokens", "2", "--seed", "0", "--no-progress"]) == 0
+    assert f"note: {out / 'latest.json'} " in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--no-progress"]) == 2  # not a new run: its checkpoints stay
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" not in err and err.count("\n") == 1, err
+    assert main(["train", "--resume", "--out", str(out), "--max-iters", "12", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"using the newest complete checkpoint, {newest.name}\n" in err and "resuming from iter 8" in err, err
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]
+    assert load_run(out).state["iter"] == 12 and not load_run(out).note  # latest.json is back
+
+
+def test_issue20_item13_a_damaged_newest_checkpoint_is_skipped_and_said(tmp_path):
+    import gpt.checkpoint as ck
+    from gpt.model import GPT
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    run = tmp_path / "run"
+    older = ck.save(run, GPT(config, seed=0), None, {"iter": 4}, best=True)
+    newer = ck.save(run, GPT(config, seed=1), None, {"iter": 8})
+    with open(newer / "model.safetensors", "r+b") as f:
+        f.seek(-1, 2)
+        f.write(b"\xff")
+    with pytest.raises(ck.CheckpointError, match=f"with {newer} moved away, train --resume continues from the newest"):
+        ck.load(run)  # latest.json names a damaged checkpoint: said, with what to do
+    newer.rename(tmp_path / "moved")
+    assert ck.load(run).path == older and ck.load(run).note == (
+        f"{run / 'latest.json'} names {newer.name}, which does not exist: using the newest complete checkpoint, "
+        f"{older.name}")
+    (tmp_path / "moved").rename(newer)
+    (run / "latest.json").unlink()
+    assert ck.is_run(run)
+    loaded = ck.load(run)
+    assert loaded.path == older and loaded.note.startswith(
+        f"{run / 'latest.json'} is missing: using the newest complete checkpoint, {older.name}; skipped: "
+        f"{newer / 'model.safetensors'} is damaged (sha256 mismatch: expected ")
+    with open(older / "state.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(ck.CheckpointError) as e:
+        ck.load(run)
+    assert str(e.value).startswith(f"{run / 'latest.json'} is missing, and no checkpoint of {run} is complete: "
+                                   f"{newer / 'model.safetensors'} is damaged") and "--overwrite" not in str(e.value)
+    assert f"{older / 'state.json'} is damaged" in str(e.value)

@@ -48,6 +48,7 @@ from .config import GPTConfig
 from .errors import EXIT_FAILED, UsageError
 from .files import atomic_write, file_mode, fsync, sha256
 from .model import GPT
+from .run_lock import LOCK_FILE
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
 
@@ -301,6 +302,12 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     return _read_folder(path / name)
 
 
+def latest_name(run: str | os.PathLike) -> str | None:
+    """The checkpoint folder `run`'s latest.json names, None if it names none that exists."""
+    pointer = Path(run) / POINTERS["latest"]
+    return None if _lost_pointer(pointer) else _read_pointer(pointer)
+
+
 def _lost_pointer(pointer: Path) -> str | None:
     """Why `pointer` leads to no checkpoint folder (missing, unreadable, naming a folder that is gone), or None."""
     if not pointer.exists():
@@ -468,7 +475,7 @@ def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run fo
             raise UsageError(f"{name} {out} already holds a training run; give --resume to continue it, --overwrite "
                              f"to replace it, or another --out")
         remove_run(out)
-    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-"))
+    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-") and n != LOCK_FILE)
     if others and not overwrite:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(f"{name} {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "

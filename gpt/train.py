@@ -52,6 +52,7 @@ from .errors import RunFailed, UsageError
 from .files import atomic_write
 from .model import GPT
 from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
+from .run_lock import RunLock
 
 __all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_run", "METRICS_FILE"]
 
@@ -236,7 +237,24 @@ def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters
 def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) -> dict[str, Any]:
     """Run (or, with ``cfg.resume``, continue) training; return the metrics also written to metrics.json.
 
-    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``)."""
+    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``). The run
+    folder is locked while the run lasts (gpt/run_lock.py): a second run on it is refused, naming the first."""
+    world = World.from_environment()
+    lock = RunLock(cfg.out)
+    note = world.on_main(lambda: lock.acquire(create=not cfg.resume))  # rank 0 writes the folder: rank 0 holds it
+    try:
+        if note and world.is_main:
+            _say(f"note: {note}")
+        if resume_from is not None and world.on_main(lambda: checkpoint.latest_name(cfg.out)) not in (
+                None, resume_from.path.name):
+            resume_from = None  # another run saved since the caller loaded it: load it again, under the lock
+        return _train(cfg, resume_from)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[str, Any]:
+    """train() with the run folder locked."""
     t_start = time.perf_counter()
     out = Path(cfg.out)
     world = World.from_environment()  # one rank, or mpiexec's N: rank 0 alone reads and writes the run folder
@@ -270,12 +288,15 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         _summary(cfg, data, model, it, ckpt, world, workers)
     saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
 
-    def save(best_now: bool = False) -> None:
+    def save(best_now: bool = False, alone: bool = False) -> None:
         nonlocal saved_at
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": rng_states(model, rng)}
-        world.on_main(lambda: checkpoint.save(out, model, optimizer, state, best=best_now))  # an error: every rank
+        if not alone:
+            world.on_main(lambda: checkpoint.save(out, model, optimizer, state, best=best_now))  # an error: every rank
+        elif world.is_main:  # after Ctrl-C the other ranks may be anywhere: no collective
+            checkpoint.save(out, model, optimizer, state, best=best_now)
         saved_at = it
 
     def diverged(at: int, what: str) -> RunFailed:
@@ -364,7 +385,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
             raise
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
-            save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
+            save(cfg.save_best and best is not None and best["iter"] == it, alone=True)  # best: cut short after its eval
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:

@@ -1,0 +1,151 @@
+"""One run at a time in a run folder (issue 20, item 8): a second `train --out X` (new, --resume or --overwrite)
+is refused with the PID of the first while the first lives; a lock left by a killed run is taken over, said."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gpt.cli import main
+from gpt.errors import UsageError
+from gpt.run_lock import LOCK_FILE, RunLock
+from gpt.train import load_run
+
+REPO = Path(__file__).resolve().parents[1]
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 20
+SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
+         "--eval-iters", "1", "--no-progress"]
+needs_flock = pytest.mark.skipif(os.name != "posix", reason="the lock is POSIX flock")
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    p = tmp_path / "input.txt"
+    p.write_text(TEXT, encoding="utf-8")
+    return p
+
+
+def _start(*args, launch=()):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return subprocess.Popen([*launch, sys.executable, "-m", "gpt", "train", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_a_checkpoint(proc, out: Path, timeout=120):
+    deadline = time.time() + timeout
+    while not (out / "latest.json").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.02)
+
+
+def _holder(out: Path) -> dict:
+    return json.loads((out / LOCK_FILE).read_text())
+
+
+def _files(out: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+
+@needs_flock
+def test_issue20_item8_a_second_run_on_a_folder_in_use_is_refused_with_the_pid_of_the_first(text_file, tmp_path,
+                                                                                            capsys):
+    out = tmp_path / "run"
+    first = _start("--data", str(text_file), *SMALL, "--max-iters", "1000000", "--eval-interval", "20",
+                   "--workers", "2", "--out", str(out))
+    try:
+        _wait_for_a_checkpoint(first, out)
+        holder = _holder(out)
+        assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+        busy = (f"error: --out {out} is in use by another run (PID {first.pid} on {holder['host']}, started "
+                f"{holder['started']}); wait for it to end, or give another --out\n")
+        for extra in ([], ["--overwrite"], ["--resume"]):  # a new run, a replacement, a second resume
+            before = _files(out) if extra == ["--overwrite"] else None
+            code = main(["train", "--data", str(text_file), *SMALL, "--max-iters", "1", *extra, "--out", str(out)])
+            assert (code, capsys.readouterr().err) == (2, busy), extra
+            if before is not None:
+                assert set(_files(out)) >= set(before)  # nothing of the first run deleted
+        assert first.poll() is None  # and the first run goes on
+    finally:
+        first.send_signal(signal.SIGKILL)  # the parent only: its worker processes must not keep the lock
+        first.wait(timeout=60)
+        first.stderr.close()
+    assert _holder(out)["pid"] == first.pid  # the killed run's lock file stays, its lock does not
+    it = load_run(out).state["iter"]
+    assert main(["train", "--resume", "--out", str(out), "--max-iters", str(it + 2), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: --out {out} was locked by PID {first.pid} on {holder['host']}, started {holder['started']}, which "
+            f"has ended without unlocking it (killed?): taking it over\n") in err
+    assert not (out / LOCK_FILE).exists() and load_run(out).state["iter"] == it + 2
+
+
+@needs_flock
+def test_issue20_item8_the_lock_itself(tmp_path):
+    out = tmp_path / "new" / "run"
+    a, b = RunLock(out), RunLock(out, name="the run folder")
+    assert a.acquire() == "" and (out / LOCK_FILE).exists()
+    with pytest.raises(UsageError, match=f"the run folder {out} is in use by another run \\(PID {os.getpid()} on "):
+        b.acquire()  # another open of the file: refused in one process too
+    a.release()
+    assert not (tmp_path / "new").exists()  # the folders it made, still empty, are gone again
+    assert b.acquire() == ""
+    (out / "latest.json").write_text("{}")
+    b.release()
+    assert sorted(os.listdir(out)) == ["latest.json"]  # a folder holding something stays
+    (out / LOCK_FILE).write_text(json.dumps({"pid": 123456789, "host": "elsewhere", "started": "then"}))
+    c = RunLock(out)
+    assert c.acquire() == (f"--out {out} was locked by PID 123456789 on elsewhere, started then, which has ended "
+                           "without unlocking it (killed?): taking it over")
+    assert _holder(out)["pid"] == os.getpid()
+    c.release()
+    c.release()  # twice: nothing more
+    assert RunLock(tmp_path / "gone").acquire(create=False) == "" and not (tmp_path / "gone").exists()
+
+
+def _wait_until_unlocked(out: Path, timeout=60) -> None:
+    import fcntl
+    deadline = time.time() + timeout
+    with open(out / LOCK_FILE) as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # (closing the file unlocks it again)
+            except BlockingIOError:
+                assert time.time() < deadline, "the killed run's lock was not released"
+                time.sleep(0.05)
+
+
+def _have_mpi() -> bool:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return MPIEXEC is not None
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not _have_mpi(), reason="needs mpi4py and mpiexec (the mpi extra)")
+def test_issue20_item8_under_mpiexec_rank_0_holds_the_lock(text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = _start("--data", str(text_file), *SMALL, "--max-iters", "1000000", "--eval-interval", "20", "--out",
+                   str(out), launch=(MPIEXEC, "-n", "2"))
+    try:
+        _wait_for_a_checkpoint(first, out)
+        pid = _holder(out)["pid"]
+        assert pid != first.pid  # a rank, not mpiexec
+        assert main(["train", "--resume", "--out", str(out), "--max-iters", "1", "--no-progress"]) == 2
+        assert f"is in use by another run (PID {pid} on " in capsys.readouterr().err
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # mpiexec and its ranks
+        first.communicate(timeout=60)
+    _wait_until_unlocked(out)  # the ranks end a moment after mpiexec
+    it = load_run(out).state["iter"]
+    code = main(["train", "--resume", "--out", str(out), "--max-iters", str(it + 1), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"was locked by PID {pid} on " in err and not (out / LOCK_FILE).exists(), err

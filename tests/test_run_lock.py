@@ -149,3 +149,19 @@ def test_issue20_item8_under_mpiexec_rank_0_holds_the_lock(text_file, tmp_path, 
     code = main(["train", "--resume", "--out", str(out), "--max-iters", str(it + 1), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 0 and f"was locked by PID {pid} on " in err and not (out / LOCK_FILE).exists(), err
+
+
+def test_issue20_item8_a_resume_loaded_before_another_run_saved_loads_the_run_again(text_file, tmp_path, capsys):
+    from gpt.config import GPTConfig
+    from gpt.train import TrainConfig, train
+
+    def cfg(max_iters, resume):
+        return TrainConfig(data=str(text_file), out=str(tmp_path / "run"), batch_size=4, max_iters=max_iters,
+                           eval_interval=2, eval_iters=1, progress=False, workers=1, resume=resume,
+                           model=GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16))
+    train(cfg(2, False))
+    loaded = load_run(tmp_path / "run")  # as the command line does, before train() takes the lock ...
+    train(cfg(4, True))  # ... while another run continues it
+    capsys.readouterr()
+    assert train(cfg(6, True), resume_from=loaded)["iters"] == 6
+    assert "resuming from iter 4" in capsys.readouterr().err

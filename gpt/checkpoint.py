@@ -12,7 +12,7 @@ A run folder RUN (`train --out`) holds, on disk:
                                    each a JSON string: Optimizer.state_dict() split in two
         gpt_config.json            GPTConfig.to_dict(): every field
         state.json                 the training state the caller passed (a JSON object)
-        manifest.json              {"format": "tinygrad_lite-gpt/1",
+        manifest.json              {"format": "tinygrad_lite-gpt/<VERSION>",
                                     "files": {name: {"sha256": hex, "bytes": size}}} for every other file
     RUN/metrics.json               train's (not touched here)
 
@@ -26,6 +26,18 @@ A killed save's leftovers are removed by step 4 of the next one.
 
 Loading checks that manifest.json names exactly the files of the folder, and each file's size and
 sha256, then parses them; anything wrong is a CheckpointError naming the file and what was expected.
+
+Versions. The manifest's "format" says which version wrote the checkpoint. Loading reads every version
+up to VERSION, and refuses a newer one by name; a field an older version did not write (a GPTConfig
+field in _SINCE, a TrainConfig field, a key of the training state) takes its default, which must mean
+what that version's code did. A change to what a checkpoint holds bumps VERSION, adds a row here and a
+fixture written by the last commit before it (tests/fixtures/checkpoints/make_fixtures.py), which
+tests/test_checkpoint_versions.py loads and resumes:
+    0  6811dd9  no manifest: the run folder holds config.json (Hugging Face), model.safetensors,
+                optimizer.safetensors, tokenizer_spec.json and train_state.json (gpt/checkpoint_v0.py)
+    1  de863af  this layout; GPTConfig gained qkv_bias within it (7c0c8c0), TrainConfig grad_accum and
+                dtype (e19df43), workers (0ecc911)
+    2           gpt_config.json always has qkv_bias
 """
 from __future__ import annotations
 
@@ -50,12 +62,15 @@ from .files import atomic_write, file_mode, fsync, sha256
 from .model import GPT
 from .run_lock import LOCK_FILE
 
-__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT", "VERSION"]
 
-FORMAT = "tinygrad_lite-gpt/1"
+VERSION = 2
+FORMAT = f"tinygrad_lite-gpt/{VERSION}"
+_SINCE = {"qkv_bias": 2}  # GPTConfig fields an older checkpoint may lack -> the first version always writing them
 MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (
     "model.safetensors", "optimizer.safetensors", "gpt_config.json", "state.json", "manifest.json")
 POINTERS = {"latest": "latest.json", "best": "best.json"}
+STATE_V0 = "train_state.json"  # a run folder of version 0 (gpt/checkpoint_v0.py)
 _CKPT = re.compile(r"ckpt-\d{7,}-[0-9a-f]{8}")
 _LEFTOVER = re.compile(r"\.tmp-.*|\.(latest|best)\.json\..*\.tmp")  # a killed save's folder, atomic_write's file
 
@@ -79,6 +94,7 @@ class Checkpoint:
     optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
     state: dict
     note: str = ""  # how it was found, when that is worth saying (latest.json lost: the newest complete one)
+    version: int = VERSION  # of the format that wrote it
 
     def model(self, dtype=None) -> GPT:
         """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
@@ -260,8 +276,10 @@ def _dumps(obj: Any, indent: int | None = None) -> str:
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    """Does `path` hold a training run: a latest.json, or a ckpt-* folder with its manifest (latest.json lost)?"""
-    return (Path(path) / POINTERS["latest"]).is_file() or bool(checkpoint_folders(path))
+    """Does `path` hold a training run: a latest.json, a ckpt-* folder with its manifest (latest.json lost), or
+    the train_state.json of version 0?"""
+    path = Path(path)
+    return (path / POINTERS["latest"]).is_file() or bool(checkpoint_folders(path)) or (path / STATE_V0).is_file()
 
 
 def checkpoint_folders(run: str | os.PathLike) -> list[Path]:
@@ -289,6 +307,9 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     lost = _lost_pointer(pointer) if which == "latest" else None
     if lost and checkpoint_folders(path):
         return _newest_complete(path, lost)
+    if lost and (path / STATE_V0).is_file():  # version 0: the run folder is its one checkpoint
+        from .checkpoint_v0 import read_v0  # (which builds on this module)
+        return read_v0(path)
     if not pointer.exists():
         if which == "best" and is_run(path):
             raise CheckpointError(f"{pointer} does not exist: the run was trained without --save-best; "
@@ -344,19 +365,20 @@ def _read_pointer(pointer: Path) -> str:
 
 
 def _read_folder(folder: Path) -> Checkpoint:
-    files = _verify(folder)
-    config = _read_config(folder / CONFIG)
+    files, version = _verify(folder)
+    config = _read_config(folder / CONFIG, version)
     state = _read_json(folder / STATE, "a JSON object (the training state)")
     weights = _read_safetensors(folder / MODEL)[0]
     optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files else None
-    return Checkpoint(folder, config, weights, optimizer_state, state)
+    return Checkpoint(folder, config, weights, optimizer_state, state, version=version)
 
 
-def _verify(folder: Path) -> dict[str, dict]:
-    """Check manifest.json against the folder: the same files, each of the recorded size and sha256."""
+def _verify(folder: Path) -> tuple[dict[str, dict], int]:
+    """Check manifest.json against the folder: the same files, each of the recorded size and sha256; return
+    the files and the format's version."""
     manifest = _read_json(folder / MANIFEST, f'{{"format": "{FORMAT}", "files": {{name: {{"sha256", "bytes"}}}}}}')
-    files = manifest.get("files")
-    if manifest.get("format") != FORMAT or not isinstance(files, dict) or not all(
+    files, version = manifest.get("files"), _version(folder / MANIFEST, manifest.get("format"))
+    if not version or not isinstance(files, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)
             for e in files.values()):
         raise CheckpointError(f"{folder / MANIFEST} is not a {FORMAT} manifest; expected "
@@ -380,7 +402,16 @@ def _verify(folder: Path) -> dict[str, dict]:
             raise _damaged(folder / name, f"{size} bytes, expected {entry['bytes']}")
         if digest != entry["sha256"]:
             raise _damaged(folder / name, f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}...")
-    return files
+    return files, version
+
+
+def _version(manifest: Path, fmt: Any) -> int | None:
+    """The version of format `fmt` ("tinygrad_lite-gpt/N": N), None if it is not ours; a newer one is refused."""
+    found = re.fullmatch(r"tinygrad_lite-gpt/([1-9]\d*)", fmt) if isinstance(fmt, str) else None
+    if found and int(found[1]) > VERSION:
+        raise CheckpointError(f"{manifest} says {fmt}: written by a newer version of this project, which this one "
+                              f"(reading up to {FORMAT}) cannot load; update the project to load it")
+    return int(found[1]) if found else None
 
 
 def _damaged(path: Path, what: str) -> CheckpointError:
@@ -407,11 +438,13 @@ def _read_json(path: Path, expected: str) -> dict:
     return obj
 
 
-def _read_config(path: Path) -> GPTConfig:
+def _read_config(path: Path, version: int) -> GPTConfig:
+    """gpt_config.json: every GPTConfig field its version writes (a later one takes its default), no other key."""
     fields = [f.name for f in dataclasses.fields(GPTConfig)]
     d = _read_json(path, f"a JSON object with the GPTConfig fields {', '.join(fields)}")
+    missing = [f for f in fields if f not in d and _SINCE.get(f, 1) <= version]
     problems = [f"{what} keys {', '.join(keys)}" for what, keys in
-                (("missing", [f for f in fields if f not in d]), ("unknown", sorted(set(d) - set(fields)))) if keys]
+                (("missing", missing), ("unknown", sorted(set(d) - set(fields)))) if keys]
     if problems:
         raise CheckpointError(f"{path} has {'; '.join(problems)}; expected exactly the GPTConfig fields "
                               f"{', '.join(fields)}")

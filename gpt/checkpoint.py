@@ -37,7 +37,8 @@ tests/test_checkpoint_versions.py loads and resumes:
                 optimizer.safetensors, tokenizer_spec.json and train_state.json (gpt/checkpoint_v0.py)
     1  de863af  this layout; GPTConfig gained qkv_bias within it (7c0c8c0), TrainConfig grad_accum and
                 dtype (e19df43), workers (0ecc911)
-    2           gpt_config.json always has qkv_bias
+    2           gpt_config.json always has qkv_bias; the training state records its text ("data":
+                {"chars", "sha256"}), TrainConfig allow_data_change
 """
 from __future__ import annotations
 

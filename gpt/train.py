@@ -46,7 +46,7 @@ from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 
 from . import checkpoint
 from .config import GPTConfig
-from .data import SHAKESPEARE, TextData, data_source
+from .data import SHAKESPEARE, TextData, check_same_text, data_source
 from .distributed import World, shard_dropout
 from .errors import RunFailed, UsageError
 from .files import atomic_write
@@ -107,6 +107,7 @@ class TrainConfig:
     save_best: bool = False  # also keep the checkpoint of the lowest val loss (best.json)
     seed: int = 1337  # model init, batches, dropout, evaluation batches
     resume: bool = False  # continue the run saved in `out`
+    allow_data_change: bool = False  # with resume: continue on another text than the run's (else refused)
     overwrite: bool = False  # replace the run (or other files) in `out`
     progress: bool = True  # tqdm progress bars on stderr (when it is a terminal)
     checkpoint_blocks: bool = False  # activation checkpointing: rerun each block's forward in backward (less memory)
@@ -144,7 +145,7 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             _check(name, float, lambda v: 0.0 <= v < 1.0, "in [0, 1)", getattr(self, name))
         _check("val_fraction", float, lambda v: 0.0 < v < 1.0, "in (0, 1)", self.val_fraction)
-        for name in ("save_best", "resume", "overwrite", "progress", "checkpoint_blocks"):
+        for name in ("save_best", "resume", "allow_data_change", "overwrite", "progress", "checkpoint_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.min_lr > self.lr:
@@ -154,6 +155,8 @@ class TrainConfig:
             raise UsageError(f"--warmup-iters ({self.warmup}) must not exceed {until} ({self.decay_iters})")
         if self.resume and self.overwrite:
             raise UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if self.allow_data_change and not self.resume:
+            raise UsageError("--allow-data-change lets --resume continue a run on another text; give it with --resume")
 
     @property
     def decay_iters(self) -> int:
@@ -265,6 +268,11 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
     else:
         _check_resumable(cfg, ckpt)
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    if ckpt is not None:  # the text too must be the run's (--allow-data-change: said)
+        note = world.on_main(lambda: check_same_text(data, cfg.data, ckpt.state.get("data"),
+                                                     ckpt.state["config"]["data"], cfg.out, cfg.allow_data_change))
+        if note:
+            say(f"note: {note}")
     model = _build_model(cfg, data.vocab_size, ckpt)
     data.check_block_size(model.config.block_size)
     T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
@@ -290,8 +298,8 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
 
     def save(best_now: bool = False, alone: bool = False) -> None:
         nonlocal saved_at
-        state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
-                 "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
+        state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "data": data.identity,
+                 "losses": losses, "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": rng_states(model, rng)}
         if not alone:
             world.on_main(lambda: checkpoint.save(out, model, optimizer, state, best=best_now))  # an error: every rank
@@ -539,10 +547,14 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
         why = "does not exist" if not out.exists() else "holds no training run (no latest.json, no ckpt-* folder)"
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
     ckpt = checkpoint.load(out)
-    keys = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}
-    if set(ckpt.state) != keys:
+    keys, data = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}, ckpt.state.get("data")
+    if set(ckpt.state) - {"data"} != keys:  # "data" (the text's identity) since version 2: older runs lack it
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
-                                         f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
+                                         f"{', '.join(sorted(keys))} and data, got {', '.join(sorted(ckpt.state))}")
+    if "data" in ckpt.state and not (isinstance(data, dict) and isinstance(data.get("chars"), int)
+                                     and isinstance(data.get("sha256"), str)):
+        raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'}: data is {json.dumps(data)[:100]}; expected "
+                                         '{"chars": int, "sha256": hex} (the identity of the text)')
     ckpt.check_finite()  # a step from a NaN weight or moment gives NaN: refuse it now, naming the tensor
     return ckpt
 

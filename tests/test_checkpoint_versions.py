@@ -42,14 +42,17 @@ def test_issue20_item12_a_checkpoint_of_each_earlier_version_loads_as_it_was_sav
 
 @pytest.mark.parametrize("name", RUNS)
 def test_issue20_item12_a_run_of_each_earlier_version_resumes_and_samples(name, tmp_path, capsys):
-    run = tmp_path / name
+    run, text = tmp_path / name, tmp_path / "input.txt"
     shutil.copytree(FIXTURES / name, run)
+    shutil.copy(TEXT, text)  # the run's text, at another path than it was trained from (which it records alone)
     before = load_run(run)
     assert main(["sample", "--ckpt", str(run), "--max-new-tokens", "5", "--seed", "1", "--no-progress"]) == 0
+    resume = ["train", "--resume", "--out", str(run), "--data", str(text), "--max-iters", "6", "--no-progress"]
     capsys.readouterr()
-    code = main(["train", "--resume", "--out", str(run), "--data", str(TEXT), "--max-iters", "6", "--no-progress"])
+    assert main(resume) == 2 and "records its path only" in capsys.readouterr().err
+    code = main([*resume, "--allow-data-change"])
     err = capsys.readouterr().err
-    assert code == 0 and "resuming from iter 4" in err, err
+    assert code == 0 and "resuming from iter 4" in err and "as --allow-data-change asks" in err, err
     after = load_run(run)
     assert after.version == ck.VERSION and after.state["iter"] == 6
     assert after.state["losses"][:4] == before.state["losses"] and np.isfinite(after.state["losses"]).all()
@@ -74,11 +77,12 @@ def test_issue20_item12_a_newer_version_is_refused_by_name(tmp_path):
 WRITTEN = {
     "gpt_config": ["bias", "block_size", "dropout", "layer_norm_eps", "n_embd", "n_head", "n_inner", "n_layer",
                    "qkv_bias", "tie_weights", "vocab_size"],
-    "train_config": ["batch_size", "beta1", "beta2", "checkpoint_blocks", "data", "dtype", "eval_interval",
+    "train_config": ["allow_data_change", "batch_size", "beta1", "beta2", "checkpoint_blocks", "data", "dtype",
+                     "eval_interval",
                      "eval_iters", "final_eval_iters", "grad_accum", "grad_clip", "init_from", "lr", "lr_decay_iters",
                      "max_iters", "min_lr", "model", "out", "overwrite", "progress", "resume", "save_best", "seed",
                      "tokenizer", "val_fraction", "warmup_iters", "weight_decay", "workers"],
-    "state": ["best", "config", "evals", "iter", "losses", "rng", "seconds", "tokenizer"],
+    "state": ["best", "config", "data", "evals", "iter", "losses", "rng", "seconds", "tokenizer"],
 }
 
 

@@ -194,3 +194,79 @@ def test_issue20_item13_a_damaged_newest_checkpoint_is_skipped_and_said(tmp_path
     assert str(e.value).startswith(f"{run / 'latest.json'} is missing, and no checkpoint of {run} is complete: "
                                    f"{newer / 'model.safetensors'} is damaged") and "--overwrite" not in str(e.value)
     assert f"{older / 'state.json'} is damaged" in str(e.value)
+
+
+# ------------------------------------------------------------------ the text a run was trained on
+def _resume(out, *args):
+    from gpt.cli import main
+    return main(["train", "--resume", "--out", str(out), "--no-progress", *args])
+
+
+def test_issue20_item9_resume_refuses_another_text_unless_told(text_file, tmp_path, capsys):
+    import hashlib
+    out = tmp_path / "run"
+    train(_cfg(text_file, out, max_iters=4))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.replace("speak", "peaks"), encoding="utf-8")  # the same characters, another text
+    sha = {p: hashlib.sha256(p.read_text(encoding="utf-8").encode()).hexdigest()[:12] for p in (text_file, other)}
+    capsys.readouterr()
+    assert _resume(out, "--data", str(other), "--max-iters", "8") == 2
+    assert capsys.readouterr().err == (
+        f"error: --data {other}: {len(TEXT):,} characters, sha256 {sha[other]}... is not the text the run in {out} was "
+        f"trained on ({text_file}: {len(TEXT):,} characters, sha256 {sha[text_file]}...); give that text, or "
+        f"--allow-data-change to continue on this one\n")
+    text_file.write_text(TEXT.replace("speak", "peaks"), encoding="utf-8")  # the same path, changed contents
+    assert _resume(out, "--max-iters", "8") == 2
+    assert "is not the text the run in" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert _resume(out, "--max-iters", "8", "--allow-data-change") == 0  # said, and from now on the run's text
+    err = capsys.readouterr().err
+    assert f"note: --data {text_file}: {len(TEXT):,} characters, sha256 {sha[other]}... is not the text" in err
+    assert "continuing on it, as --allow-data-change asks" in err
+    assert load_run(out).state["data"]["sha256"].startswith(sha[other])
+    assert _resume(out, "--max-iters", "10") == 0
+
+
+def test_issue20_item9_the_same_text_elsewhere_resumes_exactly(text_file, tmp_path, capsys):
+    import shutil
+    straight = train(_cfg(text_file, tmp_path / "straight"))
+    train(_cfg(text_file, tmp_path / "run", max_iters=6, lr_decay_iters=12))
+    moved = tmp_path / "moved.txt"
+    shutil.move(text_file, moved)  # the run's text, moved (or the run copied to another machine)
+    capsys.readouterr()
+    assert _resume(tmp_path / "run", "--data", str(moved), "--max-iters", "12") == 0
+    assert "note:" not in capsys.readouterr().err
+    assert load_run(tmp_path / "run").state["losses"] == straight["losses"]
+
+
+def test_issue20_item9_a_run_saved_before_runs_recorded_their_text_resumes_on_its_path(text_file, tmp_path, capsys):
+    import json
+
+    import gpt.checkpoint as ck
+    out = tmp_path / "run"
+    train(_cfg(text_file, out, max_iters=4))
+    folder = load_run(out).path
+    state = json.loads((folder / "state.json").read_text())
+    del state["data"]
+    (folder / "state.json").write_text(json.dumps(state))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["state.json"] = {"sha256": ck.sha256(folder / "state.json"),
+                                       "bytes": (folder / "state.json").stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    copy = tmp_path / "copy.txt"
+    copy.write_text(TEXT, encoding="utf-8")
+    capsys.readouterr()
+    assert _resume(out, "--data", str(copy), "--max-iters", "6") == 2  # only the path can be compared
+    assert capsys.readouterr().err == (
+        f"error: --data {copy} is not the text the run in {out} was trained on ({text_file} (the run, saved by an "
+        f"older version, records its path only)); give that text, or --allow-data-change to continue on this one\n")
+    assert _resume(out, "--max-iters", "6") == 0
+    assert load_run(out).state["data"] == {"chars": len(TEXT), "sha256": __import__("hashlib").sha256(
+        TEXT.encode()).hexdigest()}
+
+
+def test_issue20_item9_allow_data_change_is_for_resume(text_file, tmp_path):
+    from gpt.errors import UsageError
+    with pytest.raises(UsageError, match="--allow-data-change lets --resume continue a run on another text"):
+        _cfg(text_file, tmp_path / "run", allow_data_change=True)

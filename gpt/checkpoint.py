@@ -22,7 +22,8 @@ A save, in this order (the order is what makes it crash-safe):
     3. switch latest.json (and best.json) to it, each by an atomic rename; fsync RUN
     4. remove every ckpt-* folder no pointer names, and every .tmp-* leftover
 A kill before 3 leaves latest.json naming the old checkpoint, after it the new one: complete either way.
-A killed save's leftovers are removed by step 4 of the next one.
+A killed save's leftovers are removed before the next one writes. Without a latest.json naming a
+folder that exists (lost, see load), no ckpt-* folder is removed.
 
 Loading checks that manifest.json names exactly the files of the folder, and each file's size and
 sha256, then parses them; anything wrong is a CheckpointError naming the file and what was expected.
@@ -154,6 +155,7 @@ def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool 
     name = f"ckpt-{_iteration(state):07d}-{uuid.uuid4().hex[:8]}"
     try:
         run.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(run, unnamed=False)  # a killed save's half-written folder: its room, before ours
         tmp = run / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         _write_folder(tmp, model, optimizer, state)  # 1. everything, manifest last
@@ -180,14 +182,13 @@ def _reason(e: Exception) -> str:
 
 
 def _still(run: Path) -> str:
-    """What a failed save left: the checkpoint latest.json still names, or nothing."""
+    """What a failed save left: the checkpoint latest.json still names, the run's other ones, or nothing."""
     latest = run / POINTERS["latest"]
-    if not latest.exists():
-        return f"no checkpoint was saved in {run}"
-    try:
+    if not _lost_pointer(latest):
         return f"{latest} still names {_read_pointer(latest)}, complete"
-    except CheckpointError:
-        return f"{latest} is unchanged"
+    if checkpoint_folders(run):
+        return f"the checkpoints in {run} stay (--resume takes the newest complete one)"
+    return f"no checkpoint was saved in {run}"
 
 
 def _iteration(state: dict) -> int:
@@ -229,11 +230,15 @@ def _point(pointer: Path, name: str) -> None:
     atomic_write(pointer, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def _remove_leftovers(run: Path) -> None:
-    """Remove .tmp-* leftovers and every ckpt-* folder no pointer names. Best effort: the next save retries."""
+def _remove_leftovers(run: Path, unnamed: bool = True) -> None:
+    """Remove .tmp-* leftovers and (`unnamed`) every ckpt-* folder no pointer names, once latest.json names one
+    that exists: without that, which folders are the run's is unknown (latest.json lost: the newest complete
+    one is the run's), so they all stay. Best effort: the next save retries."""
     try:
         entries = sorted(os.listdir(run))
         keep = {_read_pointer(run / p) for p in POINTERS.values() if (run / p).exists()}
+        if not unnamed or _lost_pointer(run / POINTERS["latest"]):
+            keep = None
     except OSError:
         return
     except CheckpointError:

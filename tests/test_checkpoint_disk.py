@@ -208,3 +208,23 @@ def test_issue20_item4_a_real_full_disk(tmp_path):
     assert "exit status 1\nresumable at 1\n" in proc.stdout
     kept = line.split("still names ")[1].split(",")[0]
     assert proc.stdout.splitlines()[-1].split() == [kept, "latest.json"]  # no half-written checkpoint left
+
+
+def test_issue20_item4_a_killed_saves_leftover_is_removed_before_the_next_save_writes(tmp_path, monkeypatch):
+    """Sibling: a save killed half-way (SIGKILL) leaves a .tmp-* folder as large as a checkpoint, removed only
+    after the next save had succeeded: on a nearly full disk that next save could not fit beside it."""
+    run = tmp_path / "run"
+    model, optimizer = _trained()
+    ck.save(run, model, optimizer, {"iter": 1})
+    leftover = run / ".tmp-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"\0" * 1000)
+    real_write, seen = ck._write_folder, []
+
+    def write_folder(folder, *args):
+        seen.append(leftover.exists())
+        return real_write(folder, *args)
+
+    monkeypatch.setattr(ck, "_write_folder", write_folder)
+    ck.save(run, model, optimizer, {"iter": 2})
+    assert seen == [False] and ck.load(run).state["iter"] == 2

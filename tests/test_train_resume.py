@@ -270,3 +270,28 @@ def test_issue20_item9_allow_data_change_is_for_resume(text_file, tmp_path):
     from gpt.errors import UsageError
     with pytest.raises(UsageError, match="--allow-data-change lets --resume continue a run on another text"):
         _cfg(text_file, tmp_path / "run", allow_data_change=True)
+
+
+def test_issue20_item13_a_failed_save_without_latest_json_deletes_no_checkpoint(tmp_path, monkeypatch):
+    """Sibling: a save's clean-up removed every ckpt-* folder no pointer names, so with latest.json lost a save
+    that failed (a full disk) deleted all the run's complete checkpoints."""
+    import gpt.checkpoint as ck
+    from gpt.model import GPT
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    run = tmp_path / "run"
+    first = ck.save(run, GPT(config, seed=0), None, {"iter": 4}, best=True)
+    second = ck.save(run, GPT(config, seed=1), None, {"iter": 8})
+    (run / "latest.json").unlink()
+    (run / "best.json").unlink()  # two complete checkpoints, no pointer to either
+    real_atomic_write = ck.atomic_write
+
+    def full_disk(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck, "atomic_write", full_disk)  # the new checkpoint is written, its pointer is not
+    with pytest.raises(ck.CheckpointWriteError, match=f"No space left on device \\(errno 28\\); the checkpoints in "
+                                                      f"{run} stay"):
+        ck.save(run, GPT(config, seed=2), None, {"iter": 12})
+    monkeypatch.setattr(ck, "atomic_write", real_atomic_write)
+    assert {first.name, second.name} <= set(os.listdir(run))  # (and the new one, complete but never pointed to)
+    assert ck.load(run).state["iter"] == 12 and "using the newest complete checkpoint" in ck.load(run).note

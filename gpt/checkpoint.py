@@ -505,6 +505,8 @@ def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run fo
         raise UsageError(f"{name} {out}: {under} is a file, so no folder can be made under it") from None
     except OSError as e:
         raise UsageError(f"{name} {out} cannot be written: {e.strerror or e}") from None
+    if (out / MANIFEST).exists():  # a run's checkpoint: files written among its own would damage it
+        raise UsageError(in_checkpoint(out, name))
     if is_run(out):
         lost = _lost_pointer(out / POINTERS["latest"])
         if lost and not overwrite:  # never suggest --overwrite, which would delete complete checkpoints
@@ -519,6 +521,12 @@ def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run fo
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(f"{name} {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "
                          f"or --overwrite to write the run among those files")
+
+
+def in_checkpoint(out: Path, name: str = "--out") -> str:
+    """The error for a ckpt-* folder given where a run folder is expected."""
+    return (f"{name} {out} is one checkpoint of the run in {out.parent} (it holds {MANIFEST}), not a run folder; give "
+            f"{name} {out.parent} (with --resume to continue that run), or another {name}")
 
 
 _RUN_FILES = re.compile(r"(latest|best|metrics)\.json|ckpt-\d+-[0-9a-f]+|\.tmp-.*")

@@ -56,10 +56,13 @@ class RunLock:
             self.made = _make_folders(self.out) if create else None
         except OSError:
             return ""
-        if not self.out.is_dir():
-            return ""
+        if not self.out.is_dir() or (self.out / "manifest.json").exists():
+            return ""  # no folder; or one checkpoint of a run, not a run folder (refused, and no lock file in it)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, file_mode())
+            except OSError as e:  # a read-only folder or file system, no inode left, ...
+                raise UsageError(f"{self.name} {self.out} cannot be written: {e.strerror or e}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

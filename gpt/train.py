@@ -543,6 +543,8 @@ def _copy_into(model: GPT, src: GPT) -> GPT:
 def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
     """The latest checkpoint of the run in ``out`` (for --resume); a UsageError naming --out if there is none."""
     out = Path(out)
+    if (out / checkpoint.MANIFEST).exists():
+        raise UsageError(f"--resume: {checkpoint.in_checkpoint(out)}")
     if not checkpoint.is_run(out):
         why = "does not exist" if not out.exists() else "holds no training run (no latest.json, no ckpt-* folder)"
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")

@@ -165,3 +165,39 @@ def test_issue20_item8_a_resume_loaded_before_another_run_saved_loads_the_run_ag
     capsys.readouterr()
     assert train(cfg(6, True), resume_from=loaded)["iters"] == 6
     assert "resuming from iter 4" in capsys.readouterr().err
+
+
+def test_issue20_item8_a_run_folder_that_cannot_be_written_is_one_error_line(text_file, tmp_path, monkeypatch,
+                                                                            capsys):
+    """Sibling: the lock is the first thing a run writes; a read-only run folder was a PermissionError traceback."""
+    import gpt.run_lock
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(text_file), *SMALL, "--max-iters", "2", "--out", str(out)]) == 0
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(LOCK_FILE) and flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(gpt.run_lock.os, "open", read_only)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--max-iters", "4", "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"error: --out {out} cannot be written: Permission denied\n"
+
+
+def test_issue20_item8_a_checkpoint_folder_is_not_a_run_folder(text_file, tmp_path, capsys):
+    """Sibling: --out RUN/ckpt-... with --overwrite (which the error suggested) wrote a run into one of the run's
+    checkpoints, which then held files its manifest does not list: damaged, the run's only checkpoint."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(text_file), *SMALL, "--max-iters", "2", "--out", str(out)]) == 0
+    folder = load_run(out).path
+    before = sorted(os.listdir(folder))
+    capsys.readouterr()
+    for extra in (["--overwrite"], ["--resume"], []):
+        assert main(["train", "--data", str(text_file), *SMALL, "--max-iters", "2", *extra, "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {folder} is one checkpoint of the run in {out} (it holds manifest.json), not a run folder; " \
+               f"give --out {out} (with --resume to continue that run), or another --out\n" in err
+        assert err.count("\n") == 1 and sorted(os.listdir(folder)) == before
+    assert load_run(out).path == folder

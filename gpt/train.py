@@ -339,7 +339,7 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
     start_iter, train_seconds = it, 0.0
     max_norm = cfg.grad_clip if cfg.grad_clip > 0.0 else math.inf  # inf: measure the norm, clip nothing
     rng_at_it = rng_states(model, rng)  # the generators as they are at iteration `it`
-    stepping = False  # inside optimizer.step(): the parameters are half updated
+    stepping = False  # from optimizer.step() until the step is recorded: the parameters may be half updated
     bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress and world.is_main else True,
                desc="train", dynamic_ncols=True, file=sys.stderr)
     par = None
@@ -372,8 +372,8 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
                     optimizer.step()
                     losses.append(loss)
                     it += 1
+                    rng_at_it = rng_states(model, rng)  # the generators at the new `it`, before the step counts as done
                     stepping = False
-                    rng_at_it = rng_states(model, rng)
                     train_seconds += time.perf_counter() - t0
                 tok_s = (it - start_iter) * tokens_per_iter / train_seconds
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)

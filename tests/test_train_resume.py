@@ -295,3 +295,24 @@ def test_issue20_item13_a_failed_save_without_latest_json_deletes_no_checkpoint(
     monkeypatch.setattr(ck, "atomic_write", real_atomic_write)
     assert {first.name, second.name} <= set(os.listdir(run))  # (and the new one, complete but never pointed to)
     assert ck.load(run).state["iter"] == 12 and "using the newest complete checkpoint" in ck.load(run).note
+
+
+def test_issue20_item20_an_interrupt_between_the_step_and_its_rng_bookkeeping_resumes_exactly(text_file, tmp_path,
+                                                                                              monkeypatch):
+    """Sibling: the loop marked a step finished before it recorded the generators' state after it, so an
+    interrupt landing in between saved the step with the generators of the step before (its batch drawn again)."""
+    straight = train(_cfg(text_file, tmp_path / "straight"))
+    real_rng_states, calls = train_mod.rng_states, []
+
+    def rng_states_interrupted(*args):  # calls: 1 before the loop, 2-5 after steps 1-4, 6 the save at 4, 7 step 5
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_rng_states(*args)
+
+    monkeypatch.setattr(train_mod, "rng_states", rng_states_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(text_file, tmp_path / "stop"))
+    monkeypatch.undo()
+    resumed = train(_cfg(text_file, tmp_path / "stop", resume=True))
+    assert resumed["losses"] == straight["losses"] and resumed["evals"] == straight["evals"]

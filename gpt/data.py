@@ -5,9 +5,10 @@
     x, y = data.get_batch("train", batch_size=12, block_size=64, rng=np.random.default_rng(1337))
 
 `x` is (B, T) token ids taken at random offsets, `y` the same windows shifted by one (next-token
-targets). `data.identity` ({"chars", "sha256"} of the text) is what a run records of its text, and
-`check_same_text` what a resumed run checks against it. As in nanoGPT, the split is the first 90 % of the tokens for training and the last 10 %
+targets). As in nanoGPT, the split is the first 90 % of the tokens for training and the last 10 %
 for validation, and a batch starts at offsets drawn uniformly from [0, len(split) - T).
+`data.identity` ({"chars", "sha256"} of the text) is what a run records of its text, and
+`check_same_text` what a resumed run checks against it.
 
 The name "shakespeare" is Tiny Shakespeare (1,115,394 characters, public domain), shipped gzipped in
 gpt/assets/ and checked against its sha256 whenever it is read. Bad input (a missing, empty or

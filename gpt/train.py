@@ -393,7 +393,7 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
             raise
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
-            save(cfg.save_best and best is not None and best["iter"] == it, alone=True)  # best: cut short after its eval
+            save(cfg.save_best and best is not None and best["iter"] == it, alone=True)  # best: cut short after eval
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:

@@ -66,8 +66,9 @@ def test_issue20_item12_a_newer_version_is_refused_by_name(tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     newer = f"tinygrad_lite-gpt/{ck.VERSION + 1}"
     (folder / "manifest.json").write_text(json.dumps(dict(manifest, format=newer)))
-    with pytest.raises(ck.CheckpointError, match=f"manifest.json says {newer}: written by a newer version of this "
-                                                 f"project, which this one \\(reading up to {ck.FORMAT}\\) cannot load"):
+    with pytest.raises(ck.CheckpointError, match=f"manifest.json says {newer}: written by a newer version of "
+                                                 f"this project, which this one \\(reading up to {ck.FORMAT}\\) "
+                                                 "cannot load"):
         ck.load(run)
 
 

@@ -108,6 +108,23 @@ def test_issue20_item8_the_lock_itself(tmp_path):
     assert RunLock(tmp_path / "gone").acquire(create=False) == "" and not (tmp_path / "gone").exists()
 
 
+@needs_flock
+def test_issue20_item8_a_file_system_without_locks_runs_unlocked_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    import gpt.run_lock
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(gpt.run_lock.fcntl, "flock", no_locks)
+    lock = RunLock(tmp_path / "run")
+    assert lock.acquire() == (f"--out {tmp_path / 'run'} cannot be locked (No locks available): make sure no other "
+                              "run writes there")
+    lock.release()
+    assert sorted(os.listdir(tmp_path / "run")) == [LOCK_FILE]  # not held, so not its to remove
+
+
 def _wait_until_unlocked(out: Path, timeout=60) -> None:
     import fcntl
     deadline = time.time() + timeout

@@ -15,6 +15,7 @@ A run folder RUN (`train --out`) holds, on disk:
         manifest.json              {"format": "tinygrad_lite-gpt/<VERSION>",
                                     "files": {name: {"sha256": hex, "bytes": size}}} for every other file
     RUN/metrics.json               train's (not touched here)
+    RUN/.lock                      train's lock while a run writes the folder (gpt/run_lock.py)
 
 A save, in this order (the order is what makes it crash-safe):
     1. write every file into RUN/.tmp-<uuid>/, fsync each, manifest.json last; fsync the folder

@@ -12,11 +12,14 @@ evaluation after the first writes a checkpoint (gpt/checkpoint.py) of the whole 
 optimizer, and the state below. metrics.json is written at the end.
 
     state.json   iter, config (TrainConfig.to_dict(), the model's GPTConfig included), tokenizer (its spec),
-                 losses (one per iteration), evals ([{"iter", "train_loss", "val_loss"}]), best ({"iter",
-                 "val_loss"} of the best saved checkpoint, or None), seconds, rng (generator states)
+                 data (the text's identity: {"chars", "sha256"}), losses (one per iteration), evals ([{"iter",
+                 "train_loss", "val_loss"}]), best ({"iter", "val_loss"} of the best saved checkpoint, or None),
+                 seconds, rng (generator states)
 
 ``resume=True`` continues the run in ``out`` and reproduces the losses an uninterrupted run would
 have given: the model, optimizer moments, iteration (hence learning rate) and every RNG are restored.
+It refuses another text than the run's unless ``allow_data_change``. The run folder is locked while
+a run writes it (gpt/run_lock.py).
 Evaluation draws its batches from its own generator, seeded afresh at each evaluation, so it never
 changes the training batches and each evaluation sees the same batches.
 

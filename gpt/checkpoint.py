@@ -12,9 +12,10 @@ A run folder RUN (`train --out`) holds, on disk:
                                    each a JSON string: Optimizer.state_dict() split in two
         gpt_config.json            GPTConfig.to_dict(): every field
         state.json                 the training state the caller passed (a JSON object)
-        manifest.json              {"format": "tinygrad_lite-gpt/1",
+        manifest.json              {"format": "tinygrad_lite-gpt/<VERSION>",
                                     "files": {name: {"sha256": hex, "bytes": size}}} for every other file
     RUN/metrics.json               train's (not touched here)
+    RUN/.lock                      train's lock while a run writes the folder (gpt/run_lock.py)
 
 A save, in this order (the order is what makes it crash-safe):
     1. write every file into RUN/.tmp-<uuid>/, fsync each, manifest.json last; fsync the folder
@@ -22,10 +23,24 @@ A save, in this order (the order is what makes it crash-safe):
     3. switch latest.json (and best.json) to it, each by an atomic rename; fsync RUN
     4. remove every ckpt-* folder no pointer names, and every .tmp-* leftover
 A kill before 3 leaves latest.json naming the old checkpoint, after it the new one: complete either way.
-A killed save's leftovers are removed by step 4 of the next one.
+A killed save's leftovers are removed before the next one writes. Without a latest.json naming a
+folder that exists (lost, see load), no ckpt-* folder is removed.
 
 Loading checks that manifest.json names exactly the files of the folder, and each file's size and
 sha256, then parses them; anything wrong is a CheckpointError naming the file and what was expected.
+
+Versions. The manifest's "format" says which version wrote the checkpoint. Loading reads every version
+up to VERSION, and refuses a newer one by name; a field an older version did not write (a GPTConfig
+field in _SINCE, a TrainConfig field, a key of the training state) takes its default, which must mean
+what that version's code did. A change to what a checkpoint holds bumps VERSION, adds a row here and a
+fixture written by the last commit before it (tests/fixtures/checkpoints/make_fixtures.py), which
+tests/test_checkpoint_versions.py loads and resumes:
+    0  6811dd9  no manifest: the run folder holds config.json (Hugging Face), model.safetensors,
+                optimizer.safetensors, tokenizer_spec.json and train_state.json (gpt/checkpoint_v0.py)
+    1  de863af  this layout; GPTConfig gained qkv_bias within it (7c0c8c0), TrainConfig grad_accum and
+                dtype (e19df43), workers (0ecc911)
+    2           gpt_config.json always has qkv_bias; the training state records its text ("data":
+                {"chars", "sha256"}), TrainConfig allow_data_change
 """
 from __future__ import annotations
 
@@ -45,22 +60,32 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from .config import GPTConfig
-from .errors import UsageError
-from .files import atomic_write, file_mode, sha256
+from .errors import EXIT_FAILED, UsageError
+from .files import atomic_write, file_mode, fsync, sha256
 from .model import GPT
+from .run_lock import LOCK_FILE
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "is_run", "FORMAT"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT", "VERSION"]
 
-FORMAT = "tinygrad_lite-gpt/1"
+VERSION = 2
+FORMAT = f"tinygrad_lite-gpt/{VERSION}"
+_SINCE = {"qkv_bias": 2}  # GPTConfig fields an older checkpoint may lack -> the first version always writing them
 MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (
     "model.safetensors", "optimizer.safetensors", "gpt_config.json", "state.json", "manifest.json")
 POINTERS = {"latest": "latest.json", "best": "best.json"}
+STATE_V0 = "train_state.json"  # a run folder of version 0 (gpt/checkpoint_v0.py)
 _CKPT = re.compile(r"ckpt-\d{7,}-[0-9a-f]{8}")
 _LEFTOVER = re.compile(r"\.tmp-.*|\.(latest|best)\.json\..*\.tmp")  # a killed save's folder, atomic_write's file
 
 
 class CheckpointError(UsageError):
     """A missing or damaged checkpoint, or one that cannot be written; the message names the file."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint that could not be written (a full disk, a folder gone): the run failed (exit status 1), and
+    the previous checkpoint is untouched. The message names the run folder and the reason."""
+    exit_code = EXIT_FAILED
 
 
 @dataclass
@@ -71,6 +96,8 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
     state: dict
+    note: str = ""  # how it was found, when that is worth saying (latest.json lost: the newest complete one)
+    version: int = VERSION  # of the format that wrote it
 
     def model(self, dtype=None) -> GPT:
         """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
@@ -90,6 +117,19 @@ class Checkpoint:
             p.data = w.astype(p.dtype, copy=True)  # a tied head shares this Parameter, so it follows
         return model.eval()
 
+    def check_finite(self) -> None:
+        """Raise CheckpointError naming the tensors (weights, optimizer moments) that hold a NaN or an infinity:
+        training cannot continue from them."""
+        arrays = [(MODEL, name, w) for name, w in self.weights.items()]
+        if self.optimizer_state is not None:
+            arrays += [(OPTIMIZER, f"state.{i}.{key}", v) for i, s in self.optimizer_state["state"].items()
+                       for key, v in s.items() if isinstance(v, np.ndarray)]
+        bad = [(file, name) for file, name, a in arrays if a.dtype.kind == "f" and not np.isfinite(a).all()]
+        if bad:
+            shown = ", ".join(name for _, name in bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+            raise CheckpointError(f"{self.path / bad[0][0]} is not finite (NaN or infinity in {shown}): training "
+                                  f"cannot continue from it; {_others(self.path.parent, self.path.name)}")
+
     def load_optimizer(self, optimizer) -> None:
         """Restore `optimizer` (same param groups and shapes as the saved one) from this checkpoint."""
         if self.optimizer_state is None:
@@ -108,28 +148,48 @@ def save(run: str | os.PathLike, model: GPT, optimizer, state: dict, best: bool 
     """Save model, optimizer (or None) and state (a JSON-able dict) as a new checkpoint of `run`; return its folder.
 
     latest.json (and, with best=True, best.json) then names it. On failure the previous checkpoint is
-    untouched and still what latest.json names; an OSError becomes a CheckpointError naming `run`."""
+    untouched and still what latest.json names; a failed write (an OSError, safetensors' error) becomes a
+    CheckpointWriteError naming `run`."""
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise CheckpointError(f"{run} is a file; expected a folder to hold the run's checkpoints")
     name = f"ckpt-{_iteration(state):07d}-{uuid.uuid4().hex[:8]}"
     try:
         run.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(run, unnamed=False)  # a killed save's half-written folder: its room, before ours
         tmp = run / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         _write_folder(tmp, model, optimizer, state)  # 1. everything, manifest last
         os.rename(tmp, run / name)  # 2. the complete folder appears under its name at once
-        _fsync(run)
+        fsync(run)
         _point(run / POINTERS["latest"], name)  # 3. the switch
         if best:
             _point(run / POINTERS["best"], name)
     except BaseException as e:
         _remove_leftovers(run)  # the half-written folder; the pointers decide what stays
-        if isinstance(e, OSError):
-            raise CheckpointError(f"cannot save a checkpoint in {run}: {_one_line(e)}") from e
+        if isinstance(e, (OSError, SafetensorError)):
+            raise CheckpointWriteError(f"cannot save a checkpoint in {run}: {_reason(e)}; {_still(run)}") from e
         raise
     _remove_leftovers(run)  # 4.
     return run / name
+
+
+def _reason(e: Exception) -> str:
+    """Why a write failed, in words: "No space left on device (errno 28)" from an OSError or safetensors' error."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{e.strerror} (errno {e.errno})"
+    found = re.search(r"os error (\d+)", str(e))  # safetensors: "I/O error: No space left on device (os error 28)"
+    return f"{os.strerror(int(found[1]))} (errno {found[1]})" if found else _one_line(e)
+
+
+def _still(run: Path) -> str:
+    """What a failed save left: the checkpoint latest.json still names, the run's other ones, or nothing."""
+    latest = run / POINTERS["latest"]
+    if not _lost_pointer(latest):
+        return f"{latest} still names {_read_pointer(latest)}, complete"
+    if checkpoint_folders(run):
+        return f"the checkpoints in {run} stay (--resume takes the newest complete one)"
+    return f"no checkpoint was saved in {run}"
 
 
 def _iteration(state: dict) -> int:
@@ -150,7 +210,7 @@ def _write_folder(folder: Path, model: GPT, optimizer, state: dict) -> None:
     _write_json(folder / STATE, state)
     files = {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())}
     _write_json(folder / MANIFEST, {"format": FORMAT, "files": files})
-    _fsync(folder)
+    fsync(folder)
 
 
 def _split_optimizer_state(sd: dict) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -166,17 +226,20 @@ def _split_optimizer_state(sd: dict) -> tuple[dict[str, np.ndarray], dict[str, s
 
 
 def _point(pointer: Path, name: str) -> None:
-    """Make `pointer` (latest.json / best.json) name checkpoint `name`: one atomic rename, then fsync RUN."""
+    """Make `pointer` (latest.json / best.json) name checkpoint `name`: one atomic rename (fsynced), then fsync RUN."""
     data = _dumps({"checkpoint": name}).encode()
-    atomic_write(pointer, lambda tmp: _write_bytes(tmp, data))
-    _fsync(pointer.parent)
+    atomic_write(pointer, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def _remove_leftovers(run: Path) -> None:
-    """Remove .tmp-* leftovers and every ckpt-* folder no pointer names. Best effort: the next save retries."""
+def _remove_leftovers(run: Path, unnamed: bool = True) -> None:
+    """Remove .tmp-* leftovers and (`unnamed`) every ckpt-* folder no pointer names, once latest.json names one
+    that exists: without that, which folders are the run's is unknown (latest.json lost: the newest complete
+    one is the run's), so they all stay. Best effort: the next save retries."""
     try:
         entries = sorted(os.listdir(run))
         keep = {_read_pointer(run / p) for p in POINTERS.values() if (run / p).exists()}
+        if not unnamed or _lost_pointer(run / POINTERS["latest"]):
+            keep = None
     except OSError:
         return
     except CheckpointError:
@@ -193,7 +256,7 @@ def _remove_leftovers(run: Path) -> None:
 def _write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
     os.chmod(path, file_mode())  # safetensors makes 0600 files
-    _fsync(path)
+    fsync(path)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -205,15 +268,6 @@ def _write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entries to disk (a folder: the names of what it holds)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _dumps(obj: Any, indent: int | None = None) -> str:
@@ -229,8 +283,19 @@ def _dumps(obj: Any, indent: int | None = None) -> str:
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    """Does `path` hold a training run (a latest.json)?"""
-    return (Path(path) / POINTERS["latest"]).is_file()
+    """Does `path` hold a training run: a latest.json, a ckpt-* folder with its manifest (latest.json lost), or
+    the train_state.json of version 0?"""
+    path = Path(path)
+    return (path / POINTERS["latest"]).is_file() or bool(checkpoint_folders(path)) or (path / STATE_V0).is_file()
+
+
+def checkpoint_folders(run: str | os.PathLike) -> list[Path]:
+    """The ckpt-* folders of `run` that hold a manifest, newest first (by iteration, then by time written)."""
+    try:
+        found = [p for p in Path(run).iterdir() if _CKPT.fullmatch(p.name) and (p / MANIFEST).is_file()]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: (int(p.name.split("-")[1]), (p / MANIFEST).stat().st_mtime_ns), reverse=True)
 
 
 def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
@@ -246,6 +311,12 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     if (path / MANIFEST).exists():
         return _read_folder(path)
     pointer = path / POINTERS[which]
+    lost = _lost_pointer(pointer) if which == "latest" else None
+    if lost and checkpoint_folders(path):
+        return _newest_complete(path, lost)
+    if lost and (path / STATE_V0).is_file():  # version 0: the run folder is its one checkpoint
+        from .checkpoint_v0 import read_v0  # (which builds on this module)
+        return read_v0(path)
     if not pointer.exists():
         if which == "best" and is_run(path):
             raise CheckpointError(f"{pointer} does not exist: the run was trained without --save-best; "
@@ -259,6 +330,39 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     return _read_folder(path / name)
 
 
+def latest_name(run: str | os.PathLike) -> str | None:
+    """The checkpoint folder `run`'s latest.json names, None if it names none that exists."""
+    pointer = Path(run) / POINTERS["latest"]
+    return None if _lost_pointer(pointer) else _read_pointer(pointer)
+
+
+def _lost_pointer(pointer: Path) -> str | None:
+    """Why `pointer` leads to no checkpoint folder (missing, unreadable, naming a folder that is gone), or None."""
+    if not pointer.exists():
+        return f"{pointer} is missing"
+    try:
+        name = _read_pointer(pointer)
+    except CheckpointError as e:
+        return str(e)
+    return None if (pointer.parent / name).is_dir() else f"{pointer} names {name}, which does not exist"
+
+
+def _newest_complete(run: Path, lost: str) -> Checkpoint:
+    """The newest ckpt-* folder of `run` that verifies against its manifest, its note saying why and which."""
+    skipped = []
+    for folder in checkpoint_folders(run):
+        try:
+            ckpt = _read_folder(folder)
+        except CheckpointError as e:
+            skipped.append(_one_line(e).split("; ")[0])  # "RUN/ckpt-.../model.safetensors is damaged (...)"
+            continue
+        ckpt.note = f"{lost}: using the newest complete checkpoint, {folder.name}" + \
+            "".join(f"; skipped: {why}" for why in skipped)
+        return ckpt
+    raise CheckpointError(f"{lost}, and no checkpoint of {run} is complete: {'; '.join(skipped)}; restore the "
+                          "files from a backup or train again")
+
+
 def _read_pointer(pointer: Path) -> str:
     d = _read_json(pointer, '{"checkpoint": "ckpt-<iter>-<hex>"}')
     name = d.get("checkpoint")
@@ -268,19 +372,20 @@ def _read_pointer(pointer: Path) -> str:
 
 
 def _read_folder(folder: Path) -> Checkpoint:
-    files = _verify(folder)
-    config = _read_config(folder / CONFIG)
+    files, version = _verify(folder)
+    config = _read_config(folder / CONFIG, version)
     state = _read_json(folder / STATE, "a JSON object (the training state)")
     weights = _read_safetensors(folder / MODEL)[0]
     optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files else None
-    return Checkpoint(folder, config, weights, optimizer_state, state)
+    return Checkpoint(folder, config, weights, optimizer_state, state, version=version)
 
 
-def _verify(folder: Path) -> dict[str, dict]:
-    """Check manifest.json against the folder: the same files, each of the recorded size and sha256."""
+def _verify(folder: Path) -> tuple[dict[str, dict], int]:
+    """Check manifest.json against the folder: the same files, each of the recorded size and sha256; return
+    the files and the format's version."""
     manifest = _read_json(folder / MANIFEST, f'{{"format": "{FORMAT}", "files": {{name: {{"sha256", "bytes"}}}}}}')
-    files = manifest.get("files")
-    if manifest.get("format") != FORMAT or not isinstance(files, dict) or not all(
+    files, version = manifest.get("files"), _version(folder / MANIFEST, manifest.get("format"))
+    if not version or not isinstance(files, dict) or not all(
             isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)
             for e in files.values()):
         raise CheckpointError(f"{folder / MANIFEST} is not a {FORMAT} manifest; expected "
@@ -304,7 +409,16 @@ def _verify(folder: Path) -> dict[str, dict]:
             raise _damaged(folder / name, f"{size} bytes, expected {entry['bytes']}")
         if digest != entry["sha256"]:
             raise _damaged(folder / name, f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}...")
-    return files
+    return files, version
+
+
+def _version(manifest: Path, fmt: Any) -> int | None:
+    """The version of format `fmt` ("tinygrad_lite-gpt/N": N), None if it is not ours; a newer one is refused."""
+    found = re.fullmatch(r"tinygrad_lite-gpt/([1-9]\d*)", fmt) if isinstance(fmt, str) else None
+    if found and int(found[1]) > VERSION:
+        raise CheckpointError(f"{manifest} says {fmt}: written by a newer version of this project, which this one "
+                              f"(reading up to {FORMAT}) cannot load; update the project to load it")
+    return int(found[1]) if found else None
 
 
 def _damaged(path: Path, what: str) -> CheckpointError:
@@ -315,7 +429,8 @@ def _others(run: Path, name: str) -> str:
     """What to do instead: the run's other checkpoint folders, if any."""
     others = sorted(p.name for p in run.glob("ckpt-*") if p.name != name and (p / MANIFEST).exists())
     if others:
-        return f"the run's other checkpoints (load one by its folder): {', '.join(str(run / o) for o in others)}"
+        return (f"the run's other checkpoints (load one by its folder): {', '.join(str(run / o) for o in others)} "
+                f"(with {run / name} moved away, train --resume continues from the newest complete one)")
     return "the run has no other checkpoint; restore the file from a backup or train again"
 
 
@@ -330,11 +445,13 @@ def _read_json(path: Path, expected: str) -> dict:
     return obj
 
 
-def _read_config(path: Path) -> GPTConfig:
+def _read_config(path: Path, version: int) -> GPTConfig:
+    """gpt_config.json: every GPTConfig field its version writes (a later one takes its default), no other key."""
     fields = [f.name for f in dataclasses.fields(GPTConfig)]
     d = _read_json(path, f"a JSON object with the GPTConfig fields {', '.join(fields)}")
+    missing = [f for f in fields if f not in d and _SINCE.get(f, 1) <= version]
     problems = [f"{what} keys {', '.join(keys)}" for what, keys in
-                (("missing", [f for f in fields if f not in d]), ("unknown", sorted(set(d) - set(fields)))) if keys]
+                (("missing", missing), ("unknown", sorted(set(d) - set(fields)))) if keys]
     if problems:
         raise CheckpointError(f"{path} has {'; '.join(problems)}; expected exactly the GPTConfig fields "
                               f"{', '.join(fields)}")
@@ -389,16 +506,28 @@ def prepare_run(out: str | os.PathLike, overwrite: bool, name: str = "the run fo
         raise UsageError(f"{name} {out}: {under} is a file, so no folder can be made under it") from None
     except OSError as e:
         raise UsageError(f"{name} {out} cannot be written: {e.strerror or e}") from None
+    if (out / MANIFEST).exists():  # a run's checkpoint: files written among its own would damage it
+        raise UsageError(in_checkpoint(out, name))
     if is_run(out):
+        lost = _lost_pointer(out / POINTERS["latest"])
+        if lost and not overwrite:  # never suggest --overwrite, which would delete complete checkpoints
+            raise UsageError(f"{name} {out} holds the checkpoints of a training run, but {lost}; give --resume to "
+                             f"continue from the newest complete one, or another --out")
         if not overwrite:
             raise UsageError(f"{name} {out} already holds a training run; give --resume to continue it, --overwrite "
                              f"to replace it, or another --out")
         remove_run(out)
-    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-"))
+    others = sorted(n for n in os.listdir(out) if not n.startswith(".tmp-") and n != LOCK_FILE)
     if others and not overwrite:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise UsageError(f"{name} {out} is not empty ({shown}) and holds no training run; give a new or empty folder, "
                          f"or --overwrite to write the run among those files")
+
+
+def in_checkpoint(out: Path, name: str = "--out") -> str:
+    """The error for a ckpt-* folder given where a run folder is expected."""
+    return (f"{name} {out} is one checkpoint of the run in {out.parent} (it holds {MANIFEST}), not a run folder; give "
+            f"{name} {out.parent} (with --resume to continue that run), or another {name}")
 
 
 _RUN_FILES = re.compile(r"(latest|best|metrics)\.json|ckpt-\d+-[0-9a-f]+|\.tmp-.*")

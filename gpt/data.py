@@ -7,6 +7,8 @@
 `x` is (B, T) token ids taken at random offsets, `y` the same windows shifted by one (next-token
 targets). As in nanoGPT, the split is the first 90 % of the tokens for training and the last 10 %
 for validation, and a batch starts at offsets drawn uniformly from [0, len(split) - T).
+`data.identity` ({"chars", "sha256"} of the text) is what a run records of its text, and
+`check_same_text` what a resumed run checks against it.
 
 The name "shakespeare" is Tiny Shakespeare (1,115,394 characters, public domain), shipped gzipped in
 gpt/assets/ and checked against its sha256 whenever it is read. Bad input (a missing, empty or
@@ -27,7 +29,8 @@ import numpy as np
 from .errors import UsageError
 from .tokenizer import get_tokenizer, tokenizer_from_spec, tokenizer_spec
 
-__all__ = ["read_text", "resolve_data", "data_source", "TextData", "SPLITS", "SHAKESPEARE"]
+__all__ = ["read_text", "resolve_data", "data_source", "text_identity", "check_same_text", "TextData", "SPLITS",
+           "SHAKESPEARE"]
 
 SPLITS = ("train", "val")
 SHAKESPEARE = "shakespeare"  # --data's name for the shipped text
@@ -89,6 +92,40 @@ def _read_shakespeare() -> str:
     return raw.decode("utf-8")
 
 
+def text_identity(text: str) -> dict[str, Any]:
+    """What identifies a training text: its length in characters and the sha256 of its UTF-8 bytes."""
+    h = hashlib.sha256()
+    for i in range(0, len(text), 1 << 20):  # in pieces: no second copy of a large text
+        h.update(text[i:i + (1 << 20)].encode("utf-8"))
+    return {"chars": len(text), "sha256": h.hexdigest()}
+
+
+def check_same_text(data: "TextData", source: str, recorded: dict | None, recorded_source: str, run: str,
+                    allowed: bool) -> str:
+    """A resumed run must train on the text it was trained on: raise UsageError if `data` (read from --data
+    `source`) is another, unless `allowed` (--allow-data-change); return a line worth showing ("" if none).
+
+    `recorded`: the run's text_identity (None for a run saved before runs recorded it: then only the path
+    can be compared); `recorded_source`: the --data it was trained on; `run`: its folder, for messages."""
+    if recorded == data.identity or (recorded is None and source == recorded_source):
+        return ""
+    if recorded is None:
+        was = f"{recorded_source} (the run, saved by an older version, records its path only)"
+        now = source
+    else:
+        was = f"{recorded_source}: {_describe(recorded)}"
+        now = f"{source}: {_describe(data.identity)}"
+    if allowed:
+        return (f"--data {now} is not the text the run was trained on ({was}); continuing on it, as "
+                f"--allow-data-change asks: its validation losses measure another text than the earlier ones")
+    raise UsageError(f"--data {now} is not the text the run in {run} was trained on ({was}); give that text, or "
+                     f"--allow-data-change to continue on this one")
+
+
+def _describe(identity: dict) -> str:
+    return f"{identity['chars']:,} characters, sha256 {identity['sha256'][:12]}..."
+
+
 @dataclass
 class TextData:
     """Token ids of one text, split into a training and a validation part.
@@ -96,12 +133,14 @@ class TextData:
     tokenizer: a tiktoken Encoding or a CharTokenizer (same encode/decode/n_vocab)
     train, val: 1-D int64 arrays of token ids
     source: where the text came from (for error messages)
+    identity: text_identity of the text
     """
 
     tokenizer: Any
     train: np.ndarray
     val: np.ndarray
     source: str = "<text>"
+    identity: dict | None = None
 
     @classmethod
     def from_text(cls, text: str, tokenizer: str | dict | Any = "char", val_fraction: float = 0.1,
@@ -127,7 +166,7 @@ class TextData:
             raise UsageError(f"cannot tokenize {source}: {e}") from None
         ids = np.asarray(ids, dtype=np.int64)
         n_train = int(len(ids) * (1.0 - val_fraction))
-        return cls(tok, ids[:n_train], ids[n_train:], source)
+        return cls(tok, ids[:n_train], ids[n_train:], source, text_identity(text))
 
     @classmethod
     def from_file(cls, data: str | os.PathLike, tokenizer: str | dict | Any = "char",

@@ -12,11 +12,14 @@ evaluation after the first writes a checkpoint (gpt/checkpoint.py) of the whole 
 optimizer, and the state below. metrics.json is written at the end.
 
     state.json   iter, config (TrainConfig.to_dict(), the model's GPTConfig included), tokenizer (its spec),
-                 losses (one per iteration), evals ([{"iter", "train_loss", "val_loss"}]), best ({"iter",
-                 "val_loss"} of the best saved checkpoint, or None), seconds, rng (generator states)
+                 data (the text's identity: {"chars", "sha256"}), losses (one per iteration), evals ([{"iter",
+                 "train_loss", "val_loss"}]), best ({"iter", "val_loss"} of the best saved checkpoint, or None),
+                 seconds, rng (generator states)
 
 ``resume=True`` continues the run in ``out`` and reproduces the losses an uninterrupted run would
 have given: the model, optimizer moments, iteration (hence learning rate) and every RNG are restored.
+It refuses another text than the run's unless ``allow_data_change``. The run folder is locked while
+a run writes it (gpt/run_lock.py).
 Evaluation draws its batches from its own generator, seeded afresh at each evaluation, so it never
 changes the training batches and each evaluation sees the same batches.
 
@@ -46,12 +49,13 @@ from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 
 from . import checkpoint
 from .config import GPTConfig
-from .data import SHAKESPEARE, TextData, data_source
+from .data import SHAKESPEARE, TextData, check_same_text, data_source
 from .distributed import World, shard_dropout
 from .errors import RunFailed, UsageError
 from .files import atomic_write
 from .model import GPT
 from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
+from .run_lock import RunLock
 from .runlog import RunLog
 
 __all__ = ["TrainConfig", "train", "evaluate", "param_groups", "load_run", "METRICS_FILE"]
@@ -107,6 +111,7 @@ class TrainConfig:
     save_best: bool = False  # also keep the checkpoint of the lowest val loss (best.json)
     seed: int = 1337  # model init, batches, dropout, evaluation batches
     resume: bool = False  # continue the run saved in `out`
+    allow_data_change: bool = False  # with resume: continue on another text than the run's (else refused)
     overwrite: bool = False  # replace the run (or other files) in `out`
     progress: bool = True  # tqdm progress bars on stderr (when it is a terminal)
     checkpoint_blocks: bool = False  # activation checkpointing: rerun each block's forward in backward (less memory)
@@ -144,7 +149,7 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             _check(name, float, lambda v: 0.0 <= v < 1.0, "in [0, 1)", getattr(self, name))
         _check("val_fraction", float, lambda v: 0.0 < v < 1.0, "in (0, 1)", self.val_fraction)
-        for name in ("save_best", "resume", "overwrite", "progress", "checkpoint_blocks"):
+        for name in ("save_best", "resume", "allow_data_change", "overwrite", "progress", "checkpoint_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.min_lr > self.lr:
@@ -154,6 +159,8 @@ class TrainConfig:
             raise UsageError(f"--warmup-iters ({self.warmup}) must not exceed {until} ({self.decay_iters})")
         if self.resume and self.overwrite:
             raise UsageError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        if self.allow_data_change and not self.resume:
+            raise UsageError("--allow-data-change lets --resume continue a run on another text; give it with --resume")
 
     @property
     def decay_iters(self) -> int:
@@ -237,7 +244,24 @@ def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters
 def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) -> dict[str, Any]:
     """Run (or, with ``cfg.resume``, continue) training; return the metrics also written to metrics.json.
 
-    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``)."""
+    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``). The run
+    folder is locked while the run lasts (gpt/run_lock.py): a second run on it is refused, naming the first."""
+    world = World.from_environment()
+    lock = RunLock(cfg.out)
+    note = world.on_main(lambda: lock.acquire(create=not cfg.resume))  # rank 0 writes the folder: rank 0 holds it
+    try:
+        if note and world.is_main:
+            _say(f"note: {note}")
+        if resume_from is not None and world.on_main(lambda: checkpoint.latest_name(cfg.out)) not in (
+                None, resume_from.path.name):
+            resume_from = None  # another run saved since the caller loaded it: load it again, under the lock
+        return _train(cfg, resume_from)
+    finally:
+        lock.release()
+
+
+def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[str, Any]:
+    """train() with the run folder locked."""
     t_start = time.perf_counter()
     out = Path(cfg.out)
     world = World.from_environment()  # one rank, or mpiexec's N: rank 0 alone reads and writes the run folder
@@ -248,6 +272,11 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     else:
         _check_resumable(cfg, ckpt)
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    if ckpt is not None:  # the text too must be the run's (--allow-data-change: said)
+        note = world.on_main(lambda: check_same_text(data, cfg.data, ckpt.state.get("data"),
+                                                     ckpt.state["config"]["data"], cfg.out, cfg.allow_data_change))
+        if note:
+            say(f"note: {note}")
     model = _build_model(cfg, data.vocab_size, ckpt)
     data.check_block_size(model.config.block_size)
     T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
@@ -272,14 +301,19 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     saved_at = it if ckpt is not None else None  # iteration of the checkpoint latest.json names
     log = RunLog(out if world.is_main else None, saved_at)  # out/log.jsonl, cut to the checkpoint's iteration
 
-    def save(best_now: bool = False) -> None:
+    def save(best_now: bool = False, alone: bool = False) -> None:
         nonlocal saved_at
-        state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
-                 "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
+        state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "data": data.identity,
+                 "losses": losses, "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
                  "rng": rng_states(model, rng)}
-        if world.is_main:
+
+        def write() -> None:
             log.flush()  # the log's lines up to `it` are on disk before the checkpoint that covers them
             checkpoint.save(out, model, optimizer, state, best=best_now)
+        if not alone:
+            world.on_main(write)  # an error: every rank
+        elif world.is_main:  # after Ctrl-C the other ranks may be anywhere: no collective
+            write()
         saved_at = it
 
     def diverged(at: int, what: str) -> RunFailed:
@@ -315,7 +349,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     start_iter, train_seconds = it, 0.0
     max_norm = cfg.grad_clip if cfg.grad_clip > 0.0 else math.inf  # inf: measure the norm, clip nothing
     rng_at_it = rng_states(model, rng)  # the generators as they are at iteration `it`
-    stepping = False  # inside optimizer.step(): the parameters are half updated
+    stepping = False  # from optimizer.step() until the step is recorded: the parameters may be half updated
     bar = tqdm(total=cfg.max_iters, initial=it, disable=None if cfg.progress and world.is_main else True,
                desc="train", dynamic_ncols=True, file=sys.stderr)
     par = None
@@ -348,8 +382,8 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                     optimizer.step()
                     losses.append(loss)
                     it += 1
+                    rng_at_it = rng_states(model, rng)  # the generators at the new `it`, before the step counts as done
                     stepping = False
-                    rng_at_it = rng_states(model, rng)
                     train_seconds += time.perf_counter() - t0
                     log.step(lr, norm, time.perf_counter() - t0, tokens_per_iter)
                 tok_s = (it - start_iter) * tokens_per_iter / train_seconds
@@ -370,7 +404,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
             raise
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
-            save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
+            save(cfg.save_best and best is not None and best["iter"] == it, alone=True)  # best: cut short after eval
         say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:
@@ -386,10 +420,18 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                "tokens_per_iter": tokens_per_iter, "num_parameters": model.num_parameters(), "best": best,
                "evals": evals, "losses": losses, "config": run_cfg.to_dict(), "ranks": N, "workers": workers,
                "allreduce_seconds_per_iter": world.allreduce_seconds / done if done else 0.0}
-    if world.is_main:
-        text = json.dumps(metrics, indent=1)
-        atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+    world.on_main(lambda: _write_metrics(out / METRICS_FILE, metrics, saved_at))
     return metrics
+
+
+def _write_metrics(path: Path, metrics: dict, saved_at: int) -> None:
+    """metrics.json, atomically; a failed write is RunFailed naming it (the last checkpoint is complete)."""
+    text = json.dumps(metrics, indent=1)
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except OSError as e:
+        raise RunFailed(f"cannot write {path}: {e.strerror or e}; the run's checkpoint of iteration {saved_at} in "
+                        f"{path.parent} is complete") from None
 
 
 def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator, T: int, B: int, K: int,
@@ -460,6 +502,8 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     if workers > 1:
         _say(f"workers: each batch split over {workers} processes (--workers 1: one process)")
     if ckpt is not None:
+        if ckpt.note:
+            _say(f"note: {ckpt.note}")
         _say(f"resuming from iter {it} ({ckpt.path})")
     elif cfg.init_from is not None:
         _say(f"fine-tuning {cfg.init_from}")
@@ -510,14 +554,21 @@ def _copy_into(model: GPT, src: GPT) -> GPT:
 def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
     """The latest checkpoint of the run in ``out`` (for --resume); a UsageError naming --out if there is none."""
     out = Path(out)
+    if (out / checkpoint.MANIFEST).exists():
+        raise UsageError(f"--resume: {checkpoint.in_checkpoint(out)}")
     if not checkpoint.is_run(out):
-        why = "does not exist" if not out.exists() else "holds no training run (no latest.json)"
+        why = "does not exist" if not out.exists() else "holds no training run (no latest.json, no ckpt-* folder)"
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
     ckpt = checkpoint.load(out)
-    keys = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}
-    if set(ckpt.state) != keys:
+    keys, data = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}, ckpt.state.get("data")
+    if set(ckpt.state) - {"data"} != keys:  # "data" (the text's identity) since version 2: older runs lack it
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
-                                         f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
+                                         f"{', '.join(sorted(keys))} and data, got {', '.join(sorted(ckpt.state))}")
+    if "data" in ckpt.state and not (isinstance(data, dict) and isinstance(data.get("chars"), int)
+                                     and isinstance(data.get("sha256"), str)):
+        raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'}: data is {json.dumps(data)[:100]}; expected "
+                                         '{"chars": int, "sha256": hex} (the identity of the text)')
+    ckpt.check_finite()  # a step from a NaN weight or moment gives NaN: refuse it now, naming the tensor
     return ckpt
 
 

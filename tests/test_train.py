@@ -48,7 +48,9 @@ def _iters_saved(out):
 
 
 def _snapshot(out):
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(Path(out).rglob("*")) if p.is_file()}
+    """The run folder's files and their bytes (but the lock of a run in progress, gpt/run_lock.py)."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(Path(out).rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
 
 def _latest_iter(out):

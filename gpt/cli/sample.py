@@ -132,6 +132,8 @@ def load_model(ckpt: str | None = None, model: str | None = None, need_tokenizer
             m, where, spec_file = _from_pretrained(ckpt, "--ckpt"), path / "model.safetensors", path / "tokenizer_spec.json"
         else:
             c = load(path, which)  # CheckpointError names the missing or damaged file
+            if c.note:  # latest.json lost: the newest complete checkpoint
+                print(f"note: {c.note}", file=sys.stderr)
             m = c.model()
             where = Path(c.path) / "model.safetensors"
             tok = _tokenizer_of(c.state, m.config.vocab_size, f"--ckpt {c.path}") if need_tokenizer else None

@@ -66,7 +66,7 @@ _MODEL_OPTIONS = [
 ]
 _SHAPE = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from's model
 _METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL", "dtype": "{float32,float64}"}
-_INVOCATION = ("resume", "overwrite", "progress", "workers")  # per command, never taken from a resumed run
+_INVOCATION = ("resume", "allow_data_change", "overwrite", "progress", "workers")  # per command, never from the run
 
 
 def register(subparsers) -> None:
@@ -87,6 +87,9 @@ def register(subparsers) -> None:
             g.add_argument("--bias", dest="bias", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"biases in the Linear and LayerNorm layers (default: {defaults.model.bias})")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--allow-data-change", dest="allow_data_change", action="store_true", default=argparse.SUPPRESS,
+                   help="with --resume: continue on --data even though it is not the text the run was trained on "
+                        "(refused otherwise; its validation losses then measure another text)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (or write among the files a non-empty --out holds)")
     p.add_argument("--save-best", dest="save_best", action="store_true", default=argparse.SUPPRESS,

@@ -230,13 +230,15 @@ def _hub_cache() -> str | None:
 
 def _from_hub(repo_id: str, model: str) -> Path:
     """Download `repo_id` (config.json + model.safetensors) into the hub cache, or find it there."""
-    try:
+    try:  # its submodules by name: `import huggingface_hub` alone does not load them (2.x loads lazily)
         import huggingface_hub
+        from huggingface_hub import constants as hub_constants
+        from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:
         raise UsageError(f"{repo_id!r} is not a local folder, and fetching it from the Hugging Face hub needs "
                          f"huggingface_hub: pip install -e \".[hub]\" (or pip install huggingface_hub)") from None
     cache = _hub_cache()
-    where = cache or huggingface_hub.constants.HF_HUB_CACHE
+    where = cache or hub_constants.HF_HUB_CACHE
     offline = next((var for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _env_true(var)), None)
     failure = None
     if offline is None:
@@ -259,7 +261,7 @@ def _from_hub(repo_id: str, model: str) -> Path:
         raise UsageError(f"{repo_id!r} is not in the Hugging Face cache ({where}) and {offline} is set, so it "
                          f"cannot be downloaded; unset {offline} on a machine with internet access to download it "
                          f"once ({size}), {local}")
-    if isinstance(failure, huggingface_hub.errors.LocalEntryNotFoundError):  # how the hub reports no connection
+    if isinstance(failure, LocalEntryNotFoundError):  # how the hub reports no connection
         raise UsageError(f"cannot fetch {repo_id!r}: this machine could not reach the Hugging Face hub "
                          f"({_reason(failure.__cause__ or failure)}) and the cache ({where}) does not hold it; "
                          f"connect to the internet to download it once ({size}), {local}")

@@ -69,8 +69,9 @@ class Checkpoint:
     path: Path
     config: GPTConfig
     weights: dict[str, np.ndarray]
-    optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
+    optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved (or not read)
     state: dict
+    warnings: list[str] = dataclasses.field(default_factory=list)  # damage to files load(optimizer=False) skips
 
     def model(self, dtype=None) -> GPT:
         """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
@@ -233,8 +234,11 @@ def is_run(path: str | os.PathLike) -> bool:
     return (Path(path) / POINTERS["latest"]).is_file()
 
 
-def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
-    """Load a verified checkpoint: `path` is a run folder (its latest.json or best.json) or a ckpt-* folder."""
+def load(path: str | os.PathLike, which: str = "latest", optimizer: bool = True) -> Checkpoint:
+    """Load a verified checkpoint: `path` is a run folder (its latest.json or best.json) or a ckpt-* folder.
+
+    optimizer=False (to sample or inspect): optimizer.safetensors is not read, and damage to it is not an
+    error but a line in Checkpoint.warnings."""
     if which not in POINTERS:
         raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
     path = Path(path)
@@ -244,7 +248,7 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; {expected}")
     if (path / MANIFEST).exists():
-        return _read_folder(path)
+        return _read_folder(path, optimizer)
     pointer = path / POINTERS[which]
     if not pointer.exists():
         if which == "best" and is_run(path):
@@ -256,7 +260,7 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     name = _read_pointer(pointer)
     if not (path / name).is_dir():
         raise CheckpointError(f"{pointer} names {name}, but {path / name} does not exist; {_others(path, name)}")
-    return _read_folder(path / name)
+    return _read_folder(path / name, optimizer)
 
 
 def _read_pointer(pointer: Path) -> str:
@@ -267,17 +271,18 @@ def _read_pointer(pointer: Path) -> str:
     return name
 
 
-def _read_folder(folder: Path) -> Checkpoint:
-    files = _verify(folder)
+def _read_folder(folder: Path, optimizer: bool = True) -> Checkpoint:
+    files, warnings = _verify(folder, optional=() if optimizer else (OPTIMIZER,))
     config = _read_config(folder / CONFIG)
     state = _read_json(folder / STATE, "a JSON object (the training state)")
     weights = _read_safetensors(folder / MODEL)[0]
-    optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files else None
-    return Checkpoint(folder, config, weights, optimizer_state, state)
+    optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files and optimizer else None
+    return Checkpoint(folder, config, weights, optimizer_state, state, warnings)
 
 
-def _verify(folder: Path) -> dict[str, dict]:
-    """Check manifest.json against the folder: the same files, each of the recorded size and sha256."""
+def _verify(folder: Path, optional: tuple[str, ...] = ()) -> tuple[dict[str, dict], list[str]]:
+    """Check manifest.json against the folder: the same files, each of the recorded size and sha256. Damage to
+    an `optional` file is returned as a warning line instead of raised."""
     manifest = _read_json(folder / MANIFEST, f'{{"format": "{FORMAT}", "files": {{name: {{"sha256", "bytes"}}}}}}')
     files = manifest.get("files")
     if manifest.get("format") != FORMAT or not isinstance(files, dict) or not all(
@@ -289,22 +294,33 @@ def _verify(folder: Path) -> dict[str, dict]:
         if name not in files:
             raise CheckpointError(f"{folder / MANIFEST} does not list {name}; every checkpoint has one")
     on_disk = {p.name for p in folder.iterdir()} - {MANIFEST}
-    missing, extra = sorted(set(files) - on_disk), sorted(on_disk - set(files))
-    if missing:
-        raise _damaged(folder / missing[0], "missing")
+    extra = sorted(on_disk - set(files))
     if extra:
         raise CheckpointError(f"{folder / extra[0]} is not listed in {folder / MANIFEST}; expected only "
                               f"{', '.join(sorted(files))} (remove the extra file)")
+    warnings = []
     for name, entry in sorted(files.items()):
-        try:
-            size, digest = (folder / name).stat().st_size, sha256(folder / name)
-        except OSError as e:
-            raise _damaged(folder / name, _one_line(e)) from None
-        if size != entry["bytes"]:
-            raise _damaged(folder / name, f"{size} bytes, expected {entry['bytes']}")
-        if digest != entry["sha256"]:
-            raise _damaged(folder / name, f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}...")
-    return files
+        problem = _file_problem(folder / name, entry)
+        if problem is not None and name in optional:
+            warnings.append(f"{folder / name} is damaged ({problem}); not needed here, so it was skipped")
+        elif problem is not None:
+            raise _damaged(folder / name, problem)
+    return files, warnings
+
+
+def _file_problem(path: Path, entry: dict) -> str | None:
+    """What is wrong with a checkpoint file against its manifest entry (missing, size, sha256), or None."""
+    if not path.exists():
+        return "missing"
+    try:
+        size, digest = path.stat().st_size, sha256(path)
+    except OSError as e:
+        return _one_line(e)
+    if size != entry["bytes"]:
+        return f"{size} bytes, expected {entry['bytes']}"
+    if digest != entry["sha256"]:
+        return f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}..."
+    return None
 
 
 def _damaged(path: Path, what: str) -> CheckpointError:

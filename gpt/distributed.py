@@ -26,7 +26,8 @@ import numpy as np
 
 from .errors import RunFailed, UsageError
 
-__all__ = ["World", "ShardedRandom", "shard_dropout", "mpi_rank", "abort_world"]
+__all__ = ["World", "ShardedRandom", "shard_dropout", "mpi_rank", "abort_world", "keep_global_batch",
+           "global_batch_note"]
 
 BUCKET_BYTES = 32 << 20  # gradients are all-reduced in flat buffers of about this size
 
@@ -164,6 +165,28 @@ def abort_world(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
+def keep_global_batch(rows: int, ranks: int, max_batch: int) -> tuple[int, int] | None:
+    """(batch_size, grad_accum) giving `ranks` ranks a global batch of `rows` (ranks x K x B = rows), with the
+    fewest micro-batches K whose B is at most max_batch; None if no such split exists."""
+    for K in range(1, rows // ranks + 1):
+        if rows % (ranks * K) == 0 and rows // (ranks * K) <= max_batch:
+            return rows // (ranks * K), K
+    return None
+
+
+def global_batch_note(before: tuple[int, int, int], now: tuple[int, int, int]) -> str | None:
+    """The line a resumed run says when its (ranks, grad_accum, batch_size) changed: the global batch it keeps on
+    another number of ranks, or the one it changes to; None when nothing changed."""
+    (r0, k0, b0), (r1, k1, b1) = before, now
+    if (r0, k0, b0) == (r1, k1, b1) or (r0 == r1 and r0 * k0 * b0 == r1 * k1 * b1):
+        return None
+    if r0 * k0 * b0 == r1 * k1 * b1:
+        return (f"batch: the run took its steps on {r0} rank{'s' * (r0 > 1)}, now {r1}: --batch-size {b1} "
+                f"--grad-accum {k1} keep its global batch of {r1 * k1 * b1} rows")
+    return (f"batch: the run's global batch was {r0 * k0 * b0} rows ({r0} ranks x {k0} x {b0}), now {r1 * k1 * b1} "
+            f"({r1} x {k1} x {b1}): its steps from here are not those it would have taken")
 
 
 def _buckets(params: list) -> list[list]:

@@ -47,9 +47,10 @@ from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 from . import checkpoint
 from .config import GPTConfig
 from .data import SHAKESPEARE, TextData, data_source
-from .distributed import World, shard_dropout
-from .errors import RunFailed, UsageError
+from .distributed import World, global_batch_note, shard_dropout
+from .errors import RunFailed, Terminated, UsageError
 from .files import atomic_write
+from .memory import require, training_bytes
 from .model import GPT
 from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
 
@@ -236,7 +237,21 @@ def evaluate(model: GPT, data: TextData, batch_size: int, block_size: int, iters
 def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) -> dict[str, Any]:
     """Run (or, with ``cfg.resume``, continue) training; return the metrics also written to metrics.json.
 
-    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``)."""
+    ``resume_from``: the run's checkpoint when the caller has already loaded it (``load_run(cfg.out)``).
+    A run that fails before writing anything leaves no empty --out folder behind."""
+    made = [p for p in (Path(cfg.out), *Path(cfg.out).parents) if not p.exists()]  # the folders the run makes
+    try:
+        return _train(cfg, resume_from)
+    except BaseException:
+        for folder in made:  # deepest first; rmdir removes only an empty one
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(cfg.out)
     world = World.from_environment()  # one rank, or mpiexec's N: rank 0 alone reads and writes the run folder
@@ -247,9 +262,15 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     else:
         _check_resumable(cfg, ckpt)
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    B, K, N = cfg.batch_size, cfg.grad_accum, world.size
+    planned = ckpt.config if ckpt else None if cfg.init_from else dataclasses.replace(cfg.model, vocab_size=data.vocab_size)
+    if planned is not None:  # before the model is built; GPT-2's (--init-from) is checked once loaded
+        _check_memory(planned, cfg, N)
     model = _build_model(cfg, data.vocab_size, ckpt)
+    if planned is None:
+        _check_memory(model.config, cfg, N)
     data.check_block_size(model.config.block_size)
-    T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
+    T = model.config.block_size
     workers = _workers(cfg, model.config.dropout, world.size)
     dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
     run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
@@ -274,7 +295,7 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
         nonlocal saved_at
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "losses": losses,
                  "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
-                 "rng": rng_states(model, rng)}
+                 "rng": rng_states(model, rng), "ranks": N}
         if world.is_main:
             checkpoint.save(out, model, optimizer, state, best=best_now)
         saved_at = it
@@ -282,8 +303,8 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
     def diverged(at: int, what: str) -> RunFailed:
         last = (f"the last good checkpoint (iteration {saved_at}) is in {out}" if saved_at is not None
                 else "no checkpoint was saved")
-        return RunFailed(f"training diverged at iteration {at}: {what}; {last} (try a lower --lr or more "
-                         f"--warmup-iters)")
+        return world.alike(RunFailed(f"training diverged at iteration {at}: {what}; {last} (try a lower --lr or "
+                                     f"more --warmup-iters)"))  # every rank sees the same mean loss
 
     def run_eval(n_batches: int) -> dict[str, float]:
         world.check_replicas(params)  # every rank must still hold the same model
@@ -357,16 +378,17 @@ def train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None = None) ->
                 last = evals[-1]  # resumed a finished run: nothing new to evaluate
             else:
                 last = eval_and_save(cfg.final_eval_iters or cfg.eval_iters)  # the last evaluation always runs
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
         bar.close()
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         if stepping:  # only when KeyboardInterrupt is raised without SIGINT (another thread, a test)
             where = f"iteration {saved_at} in {out}" if saved_at is not None else "none"
-            say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
+            say(f"{how} inside an optimizer step: nothing saved (the last checkpoint: {where})")
             raise
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
             save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
-        say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
+        say(f"{how}: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:
         raise RunFailed(f"--workers {workers}: {e}") from None
@@ -414,18 +436,26 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
     return world.mean(total / K)
 
 
+def _check_memory(config: GPTConfig, cfg: TrainConfig, ranks: int) -> None:
+    """A UsageError, before anything is allocated, when one step of this run cannot fit in this machine's memory."""
+    rows, eval_rows = cfg.batch_size, cfg.grad_accum * cfg.batch_size  # an evaluation runs K B rows at once
+    need = training_bytes(config, rows, np.dtype(cfg.dtype).itemsize, eval_rows)
+    need["the batches of the whole step (all ranks)"] = 2 * 8 * ranks * eval_rows * config.block_size  # int64 x, y
+    require(need, "one training step", "give a smaller --batch-size, --grad-accum, --block-size, --n-layer or --n-embd")
+
+
 _ROWS_PER_WORKER, _MAX_WORKERS = 4, 8  # the default --workers: rows of the batch each, and processes at most
 
 
 def _workers(cfg: TrainConfig, dropout: float, ranks: int) -> int:
-    """How many processes each batch is split over: --workers, else one per core this rank may use (at most
-    one per 4 rows, and 8), unless dropout is on (workers cannot draw the masks one process would) or the
-    system is not POSIX."""
+    """How many processes each batch is split over: --workers (at most one per row of --batch-size: the summary
+    says so), else one per core this rank may use (at most one per 4 rows, and 8), unless dropout is on (workers
+    cannot draw the masks one process would) or the system is not POSIX."""
     if cfg.workers is not None:
         if cfg.workers > 1 and dropout > 0:
             raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the "
                              f"dropout masks of one process: give --dropout 0, or --workers 1 (dropout is {dropout:g})")
-        return cfg.workers
+        return min(cfg.workers, cfg.batch_size)
     if dropout > 0 or os.name != "posix":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -449,10 +479,20 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     rows = world.size * cfg.grad_accum * cfg.batch_size
     split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
              if rows != cfg.batch_size else "")
+    after = f", then {cfg.min_lr:g}" if cfg.decay_iters < cfg.max_iters else ""
     _say(f"batch: {rows}{split} x {c.block_size} = {rows * c.block_size:,} tokens per iteration; "
          f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
-         f"{cfg.decay_iters})")
-    if workers > 1:
+         f"{cfg.decay_iters}{after})")
+    if ckpt is not None:
+        saved = TrainConfig.from_dict(ckpt.state["config"])
+        note = global_batch_note((ckpt.state.get("ranks", 1), saved.grad_accum, saved.batch_size),
+                                 (world.size, cfg.grad_accum, cfg.batch_size))
+        if note is not None:
+            _say(note)
+    if cfg.workers is not None and cfg.workers > workers:
+        _say(f"workers: --workers {cfg.workers} is more than the {workers} rows of a batch (--batch-size {cfg.batch_size}): "
+             f"each batch split over {workers} processes, one row each")
+    elif workers > 1:
         _say(f"workers: each batch split over {workers} processes (--workers 1: one process)")
     if ckpt is not None:
         _say(f"resuming from iter {it} ({ckpt.path})")
@@ -478,7 +518,10 @@ def _build_model(cfg: TrainConfig, vocab_size: int, ckpt) -> GPT:
 
 def _from_pretrained(cfg: TrainConfig, vocab_size: int) -> GPT:
     """GPT-2's weights (cfg.init_from) in a model with cfg's block size (the first positions) and dropout."""
-    src = GPT.from_pretrained(cfg.init_from, dtype=cfg.dtype)
+    try:
+        src = GPT.from_pretrained(cfg.init_from, dtype=cfg.dtype)
+    except UsageError as e:  # not cached and no network, a bad folder: name the flag
+        raise UsageError(f"--init-from {cfg.init_from}: {e}") from None
     T = cfg.model.block_size
     if T > src.config.block_size:
         raise UsageError(f"--block-size {T} exceeds the {src.config.block_size} positions of --init-from "
@@ -510,7 +553,7 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
     ckpt = checkpoint.load(out)
     keys = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}
-    if set(ckpt.state) != keys:
+    if set(ckpt.state) - {"ranks"} != keys:  # ranks: since issue 20 (before it: one rank, or unknown)
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
                                          f"{', '.join(sorted(keys))}, got {', '.join(sorted(ckpt.state))}")
     return ckpt

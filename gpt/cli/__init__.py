@@ -60,6 +60,26 @@ def integer(text: str) -> int:
     return int(value)
 
 
+def read_model_config(file: str):
+    """--config FILE.json: (the GPTConfig its JSON object describes, in our spelling or a tutorial's, and the
+    object as written), or a UsageError naming the file (gpt.config.GPTConfig.from_dict)."""
+    import json
+    from pathlib import Path
+
+    from ..config import GPTConfig
+    expected = "a JSON object of GPTConfig fields (e.g. {\"n_layer\": 2, \"emb_dim\": 64})"
+    try:
+        d = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8, not JSON
+        raise UsageError(f"--config {file}: cannot read it as JSON ({e}); expected {expected}") from None
+    if not isinstance(d, dict):
+        raise UsageError(f"--config {file}: holds a JSON {type(d).__name__}, expected {expected}")
+    try:
+        return GPTConfig.from_dict(d), d
+    except (ValueError, TypeError) as e:  # an unknown key, two spellings of one field, a bad value
+        raise UsageError(f"--config {file}: {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m gpt", description="GPT-2 on tinygrad_lite (NumPy).")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True, parser_class=Parser)
@@ -147,4 +167,4 @@ def _discard_output() -> None:
     os.close(devnull)
 
 
-__all__ = ["main", "parse", "build_parser", "integer", "COMMANDS", "EXIT_USAGE"]
+__all__ = ["main", "parse", "build_parser", "integer", "read_model_config", "COMMANDS", "EXIT_USAGE"]

@@ -71,6 +71,7 @@ _INVOCATION = ("resume", "overwrite", "progress", "workers")  # per command, nev
 
 def register(subparsers) -> None:
     from ..train import TrainConfig  # the defaults shown in --help are TrainConfig's
+    from . import integer
 
     defaults = TrainConfig()
     p = subparsers.add_parser("train", help="train a GPT on a text (Tiny Shakespeare by default)", description=__doc__,
@@ -81,11 +82,16 @@ def register(subparsers) -> None:
         for flag, name, kind, text in options:
             default = getattr(source, name)
             shown = "" if default is None or "(default:" in text else f" (default: {default})"
-            g.add_argument(flag, dest=name, type=kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
+            g.add_argument(flag, dest=name, type=integer if kind is int else kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
                            default=argparse.SUPPRESS, help=text + shown)
         if group == "model":
             g.add_argument("--bias", dest="bias", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"biases in the Linear and LayerNorm layers (default: {defaults.model.bias})")
+            g.add_argument("--config", metavar="FILE.json",
+                           help="the model as a JSON object of GPTConfig fields, ours or a tutorial's spelling, as "
+                                "demo --config takes it (the flags above override its fields); its vocab_size picks "
+                                "the tokenizer unless --tokenizer is given (50257: gpt2, else char), and the model's "
+                                "vocabulary is the tokenizer's")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (or write among the files a non-empty --out holds)")
@@ -100,14 +106,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import World
+    from ..distributed import World, keep_global_batch
     from ..errors import UsageError
     from ..train import TrainConfig, load_run, train
+    from . import read_model_config
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     model_names = {name for _, name, _, _ in _MODEL_OPTIONS} | {"bias"}
     given = {k: v for k, v in vars(args).items() if k in names}
     model_given = {k: v for k, v in vars(args).items() if k in model_names}
+    for other in ("resume", "init_from"):
+        if args.config is not None and given.get(other):
+            raise UsageError(f"--config describes a new model; --{other.replace('_', '-')} takes the model "
+                             f"{'of the run in --out' if other == 'resume' else 'of GPT-2'}: give one of them")
     if args.resume and "init_from" in given:
         raise UsageError("--init-from starts a new run from GPT-2's weights; --resume continues the run in --out "
                          "from its own weights: give one of them")
@@ -117,16 +128,27 @@ def run(args: argparse.Namespace) -> int:
                          f"and --dropout can be set with it")
     world = World.from_environment()  # under mpiexec: rank 0 reads the run folder and alone prints
     ckpt, base, start = None, {}, TrainConfig().model  # a new run starts from the defaults
+    if args.config is not None:  # ... or from the file's model
+        start, written = read_model_config(args.config)
+        if "tokenizer" not in given and "vocab_size" in written:
+            base["tokenizer"] = "gpt2" if start.vocab_size == 50257 else "char"
     if args.resume:  # a resumed one from its own values
         ckpt = world.on_main(lambda: load_run(given.get("out", TrainConfig.out)))
         saved = TrainConfig.from_dict(ckpt.state["config"])
         base = {f.name: getattr(saved, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _INVOCATION}
         start = saved.model
+        if "lr_decay_iters" not in given:  # --max-iters alone continues the run's schedule (decay and warmup)
+            base.update(lr_decay_iters=saved.decay_iters, warmup_iters=given.get("warmup_iters", saved.warmup))
+        if "batch_size" not in given and "grad_accum" not in given:  # on another number of ranks: the same steps
+            ranks = ckpt.state.get("ranks", 1)
+            kept = keep_global_batch(ranks * saved.grad_accum * saved.batch_size, world.size, saved.batch_size)
+            if kept is not None and ranks != world.size:
+                base.update(batch_size=kept[0], grad_accum=kept[1])
     model = _model_config({**dataclasses.asdict(start), **model_given})
     cfg = TrainConfig(**{**base, **given, "model": model})
     metrics = train(cfg, resume_from=ckpt)  # Ctrl-C: train() saves, then gpt.cli.main exits 130
     if world.is_main:
-            print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
+        print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
               f"{metrics['seconds']:.1f} s  {metrics['tokens_per_second']:,.0f} tokens/s  -> {cfg.out}")
     return 0
 

@@ -193,3 +193,23 @@ def test_issue20_18_sample_output_ends_with_a_newline(tmp_path, capsys):
         assert main(["sample", "--ckpt", str(run), "--seed", "3", "--max-new-tokens", "6", *extra]) == 0
         out = capsys.readouterr().out
         assert out.endswith("\n"), (extra, out)
+
+
+def test_issue20_19_inspect_of_a_training_run_uses_its_validation_text(tmp_path, capsys):
+    text = tmp_path / "input.txt"
+    text.write_text(TEXT * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(text), "--out", str(run), "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
+                 "--block-size", "16", "--batch-size", "8", "--max-iters", "60", "--lr", "1e-2", "--eval-iters", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "--ckpt", str(run), "--seq-len", "16"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("batch: "))
+    assert line.startswith(f"batch: the run's validation text, {text} (B=4, T=16)")
+    loss, ln_v = map(float, re.search(r"loss (\S+) \(ln \d+ = (\S+)\)", line).groups())
+    assert loss < 0.8 * ln_v  # it learned the text; on random ids it would be above ln V
+    text.unlink()  # the text is gone: random ids, said
+    assert main(["inspect", "--ckpt", str(run), "--seq-len", "16"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("batch: "))
+    assert line.startswith(f"batch: random token ids, since the run's text cannot be used (data file '{text}' does "
+                           f"not exist")

@@ -378,7 +378,7 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
                 last = evals[-1]  # resumed a finished run: nothing new to evaluate
             else:
                 last = eval_and_save(cfg.final_eval_iters or cfg.eval_iters)  # the last evaluation always runs
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+    except (KeyboardInterrupt, BrokenPipeError) as stop:  # Ctrl-C, SIGTERM (Terminated), or the log's reader left
         bar.close()
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         if stepping:  # only when KeyboardInterrupt is raised without SIGINT (another thread, a test)
@@ -388,7 +388,8 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
             save(cfg.save_best and best is not None and best["iter"] == it)  # best: cut short right after its eval
-        say(f"{how}: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
+        if not isinstance(stop, BrokenPipeError):  # no one reads stderr any more
+            say(f"{how}: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:
         raise RunFailed(f"--workers {workers}: {e}") from None

@@ -264,3 +264,19 @@ def test_issue20_15_resuming_on_fewer_ranks_keeps_the_global_batch(text_file, tm
            "of 8 rows" in done[1].stderr
     resumed, straight = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "straight"))
     np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-12)
+
+
+# ------------------------------------------------------------------ 2 (sibling): a log's reader that leaves
+def test_issue20_2_a_run_whose_log_reader_leaves_saves_before_it_stops(text_file, tmp_path):
+    """`train ... 2>&1 | head`: the next line the run writes meets a closed pipe (here the evaluation at 40,
+    before its checkpoint): the run saves that iteration, then stops quietly with status 1."""
+    out = tmp_path / "run"
+    proc = _cli("train", "--data", str(text_file), *SMALL, "--max-iters", "100000", "--eval-interval", "20",
+                "--workers", "1", "--out", str(out))
+    for line in proc.stderr:
+        if line.startswith("iter 20:"):
+            break
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    state = load_run(out).state  # the evaluation at 40 (or, were its line in the pipe already, a later one)
+    assert state["iter"] >= 40 and state["iter"] % 20 == 0 and state["evals"][-1]["iter"] == state["iter"]

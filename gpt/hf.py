@@ -38,9 +38,12 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .config import GPTConfig, check_field_names
+from tinygrad_lite import get_default_dtype
+
+from .config import GPTConfig, check_field_names, count_parameters
 from .errors import UsageError
 from .files import atomic_write
+from .memory import Need, require
 
 __all__ = ["save_pretrained", "load_pretrained", "resolve_pretrained", "config_to_hf", "config_from_hf",
            "HUB_MODELS", "CONFIG_NAME", "WEIGHTS_NAME"]
@@ -299,6 +302,9 @@ def load_pretrained(name_or_path, cls, dtype=None, dropout: float | None = None)
     path = resolve_pretrained(name_or_path)
     overrides = {} if dropout is None else {"dropout": dropout}
     config = _read_config(path / CONFIG_NAME, **overrides)
+    itemsize = np.dtype(dtype if dtype is not None else get_default_dtype()).itemsize
+    require(Need({"its parameters": count_parameters(config)["total"] * itemsize}), f"the model {path / CONFIG_NAME} "
+            f"describes", "is its config.json right?")  # before the model is built
     file = path / WEIGHTS_NAME
     try:
         with safe_open(str(file), framework="numpy") as f:

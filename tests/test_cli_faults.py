@@ -1,6 +1,7 @@
 """Issue 20, the command line's faults and bad input: every `python -m gpt` command ends a bad request or a
 fault with one `error:` line and its exit status (gpt/errors.py), never a traceback. The run-folder items
 (train --config, resuming, SIGTERM in a run) are in tests/test_train_faults.py."""
+import json
 import os
 import re
 import signal
@@ -213,3 +214,12 @@ def test_issue20_19_inspect_of_a_training_run_uses_its_validation_text(tmp_path,
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("batch: "))
     assert line.startswith(f"batch: random token ids, since the run's text cannot be used (data file '{text}' does "
                            f"not exist")
+
+
+def test_issue20_3_a_hugging_face_config_beyond_the_machine_is_refused_before_the_model_is_built(tmp_path, capsys):
+    folder = tmp_path / "hf"
+    GPT(GPTConfig(vocab_size=64, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_embd": 65536, "n_head": 1, "n_layer": 48}))
+    usage_error(capsys, ["sample", "--ckpt", str(folder)], f"--ckpt {folder}: the model {folder / 'config.json'} "
+                                                           "describes needs at least", "TiB", "available")

@@ -104,6 +104,14 @@ class World:
         with self._mpi_errors():
             return self.comm.allreduce(float(value)) / self.size
 
+    def max(self, value: int) -> int:
+        """The largest of an integer over the ranks."""
+        if self.comm is None:
+            return value
+        from mpi4py import MPI
+        with self._mpi_errors():
+            return self.comm.allreduce(int(value), op=MPI.MAX)
+
     def average_gradients(self, params: Iterable) -> None:
         """Replace every parameter's .grad by its mean over the ranks: flat contiguous buckets of about
         BUCKET_BYTES, each all-reduced in place (one MPI call per bucket, not per parameter)."""

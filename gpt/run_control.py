@@ -29,8 +29,9 @@ class CtrlC:
     STOPS = {signal.SIGINT: (KeyboardInterrupt, (signal.default_int_handler,)),
              signal.SIGTERM: (Terminated, (signal.SIG_DFL, raise_terminated))}
 
-    def __init__(self) -> None:
-        self.deferring, self.pending, self.previous = False, None, {}
+    def __init__(self, always: bool = False) -> None:
+        """always: every stop waits for the end of a deferred() block (MPI ranks stop only where they agree)."""
+        self.deferring, self.always, self.pending, self.previous = False, always, None, {}
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():
@@ -45,20 +46,26 @@ class CtrlC:
 
     def _handle(self, signum, frame) -> None:
         stop = self.STOPS[signum][0]
-        if not self.deferring:
+        if not (self.deferring or self.always):
             raise stop
         self.pending = self.pending or stop  # the first one decides
 
     @contextmanager
-    def deferred(self):
+    def deferred(self, world=None):
+        """Hold a stop until the block ends. With a `world` of several MPI ranks they agree there (one small
+        all-reduce): if any rank was stopped, all stop after the same block, none waits in a collective for
+        one that left."""
         self.deferring = True
         try:
             yield
         finally:
             self.deferring = False
-        if self.pending is not None:
-            stop, self.pending = self.pending, None
-            raise stop
+        kinds = (None, KeyboardInterrupt, Terminated)
+        code, self.pending = kinds.index(self.pending), None
+        if world is not None:
+            code = world.max(code)  # a stop on any rank stops them all here
+        if kinds[code] is not None:
+            raise kinds[code]
 
 
 @contextmanager

@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,8 +309,9 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
 
     def run_eval(n_batches: int) -> dict[str, float]:
         world.check_replicas(params)  # every rank must still hold the same model
-        result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
-                                         cfg.progress and world.is_main, world, par)}  # batches of the global size
+        with ctrl_c.deferred(world) if N > 1 else nullcontext():  # the ranks agree after it, as after a step
+            result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
+                                             cfg.progress and world.is_main, world, par)}  # batches of the global size
         bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(result[k])]
         if bad:
             raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
@@ -345,14 +347,14 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
                     raise RunFailed(f"--workers {workers}: the worker processes could not start: {e}") from None
                 say(f"workers: could not start them ({e}); training in one process")
                 workers = 1
-        with CtrlC() as ctrl_c, no_overflow_warnings():
+        with CtrlC(always=N > 1) as ctrl_c, no_overflow_warnings():  # ranks stop where they agree
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:
                     run_eval(cfg.eval_iters)  # the loss at initialisation, before any step
                 elif it % cfg.eval_interval == 0:
                     eval_and_save(cfg.eval_iters)  # the one Ctrl-C cut short
             while it < cfg.max_iters:
-                with ctrl_c.deferred():  # Ctrl-C lands after the step, so a checkpoint is a whole step
+                with ctrl_c.deferred(world):  # Ctrl-C lands after the step, on every rank: a checkpoint is a whole step
                     t0 = time.perf_counter()
                     lr = cfg.lr_at(it)
                     for group in optimizer.param_groups:

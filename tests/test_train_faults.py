@@ -280,3 +280,33 @@ def test_issue20_2_a_run_whose_log_reader_leaves_saves_before_it_stops(text_file
     assert proc.wait(timeout=120) == 1
     state = load_run(out).state  # the evaluation at 40 (or, were its line in the pipe already, a later one)
     assert state["iter"] >= 40 and state["iter"] % 20 == 0 and state["evals"][-1]["iter"] == state["iter"]
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@pytest.mark.parametrize("target", ["mpiexec", "rank 1"])
+def test_issue20_10_sigterm_under_mpiexec_stops_every_rank_after_the_same_step(text_file, tmp_path, target):
+    """SIGTERM to mpiexec (which passes it on to every rank) or to one rank alone: the ranks agree to stop after
+    the same step, rank 0 saves it and says so once, all exit 143 (a rank that stopped alone left the others
+    waiting in their next all-reduce forever)."""
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "gpt", "train", "--data", str(text_file), *SMALL,
+                             "--max-iters", "100000", "--eval-interval", "50", "--out", str(out)], text=True, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and _latest_iter(out) < 50:
+        time.sleep(0.01)
+    ranks = [pid for proxy in _children(proc.pid) for pid in _children(proxy)]
+    os.kill(proc.pid if target == "mpiexec" else ranks[1], signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        for pid in ranks:
+            os.kill(pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 143, err
+    state = load_run(out).state
+    assert f"terminated (SIGTERM): iteration {state['iter']} saved in {out}" in err
+    assert err.count("terminated (SIGTERM)\n") == 1 and "Traceback" not in err, err

@@ -123,12 +123,11 @@ def _run(args: argparse.Namespace) -> int:
         text = str(e) if not isinstance(e, MemoryError) else f"out of memory: {e or 'an allocation failed'}"
         _fail(text, code, quiet=getattr(e, "quiet", False), collective=getattr(e, "collective", False))
         return code
-    except Terminated:
-        print("terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated): every rank of an MPI run stops alike
+        from ..distributed import mpi_rank
+        if (mpi_rank() or (0,))[0] == 0:
+            print("terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

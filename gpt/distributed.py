@@ -75,6 +75,26 @@ class World:
             raise self.alike(error)
         return result
 
+    def together(self, fn):
+        """fn() on every rank; when it fails (UsageError, RunFailed) on any, every rank raises the first failing
+        rank's error, which rank 0 prints (naming that rank if it is another), and none goes on alone."""
+        if self.comm is None:
+            return fn()
+        result = error = None
+        try:
+            result = fn()
+        except (UsageError, RunFailed) as e:
+            error = e
+        with self._mpi_errors():
+            errors = self.comm.allgather(error)
+        failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+        if not failed:
+            return result
+        rank, first = failed[0]
+        if rank != 0:
+            first = type(first)(f"rank {rank} of {self.size}: {first}")
+        raise self.alike(first)
+
     def alike(self, error: Exception) -> Exception:
         """Mark `error` as raised by every rank at the same point (rank 0's broadcast result, the same mean loss):
         rank 0 alone prints it, and no rank needs to end the others (gpt.cli does that for an error of one rank)."""

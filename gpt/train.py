@@ -262,16 +262,8 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
         world.on_main(lambda: checkpoint.prepare_run(out, cfg.overwrite, name="--out"))
     else:
         _check_resumable(cfg, ckpt)
-    data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
-    B, K, N = cfg.batch_size, cfg.grad_accum, world.size
-    planned = ckpt.config if ckpt else None if cfg.init_from else dataclasses.replace(cfg.model, vocab_size=data.vocab_size)
-    if planned is not None:  # before the model is built; GPT-2's (--init-from) is checked once loaded
-        _check_memory(planned, cfg, N)
-    model = _build_model(cfg, data.vocab_size, ckpt)
-    if planned is None:
-        _check_memory(model.config, cfg, N)
-    data.check_block_size(model.config.block_size)
-    T = model.config.block_size
+    data, model = world.together(lambda: _data_and_model(cfg, ckpt, world.size))  # each rank reads the data itself
+    T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
     workers = _workers(cfg, model.config.dropout, world.size)
     dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
     run_cfg = dataclasses.replace(cfg, model=model.config)  # what the checkpoints record
@@ -437,6 +429,19 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
         total += loss.item()
     world.average_gradients(params)
     return world.mean(total / K)
+
+
+def _data_and_model(cfg: TrainConfig, ckpt, ranks: int) -> tuple[TextData, GPT]:
+    """The run's text, tokenized, and the model to train, once the memory a step needs is known to fit."""
+    data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    planned = ckpt.config if ckpt else None if cfg.init_from else dataclasses.replace(cfg.model, vocab_size=data.vocab_size)
+    if planned is not None:  # before the model is built; GPT-2's (--init-from) is checked once loaded
+        _check_memory(planned, cfg, ranks)
+    model = _build_model(cfg, data.vocab_size, ckpt)
+    if planned is None:
+        _check_memory(model.config, cfg, ranks)
+    data.check_block_size(model.config.block_size)
+    return data, model
 
 
 def _check_memory(config: GPTConfig, cfg: TrainConfig, ranks: int) -> None:

@@ -310,3 +310,31 @@ def test_issue20_10_sigterm_under_mpiexec_stops_every_rank_after_the_same_step(t
     state = load_run(out).state
     assert f"terminated (SIGTERM): iteration {state['iter']} saved in {out}" in err
     assert err.count("terminated (SIGTERM)\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@pytest.mark.parametrize("where", ["every rank", "rank 1"])
+def test_issue20_6_a_setup_error_under_mpiexec_is_one_line(text_file, tmp_path, where):
+    """The data each rank reads for itself is missing on every rank, or on rank 1 alone (another machine): one
+    error line (naming rank 1 in the second case), exit 2, no abort banner."""
+    script = textwrap.dedent(f"""
+        import sys
+        from mpi4py import MPI
+        import gpt.data
+        from gpt.cli import main
+        from gpt.errors import UsageError
+        real = gpt.data.TextData.from_file
+        def missing(path, *args, **kwargs):
+            if {where == "every rank"} or MPI.COMM_WORLD.Get_rank() == 1:
+                raise UsageError(f"data file {{path!r}} does not exist")
+            return real(path, *args, **kwargs)
+        gpt.data.TextData.from_file = missing
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    res = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", script, "train", "--data", str(text_file), *SMALL,
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=120)
+    prefix = "rank 1 of 2: " if where == "rank 1" else ""
+    assert res.returncode == 2 and res.stderr == f"error: {prefix}data file '{text_file}' does not exist\n", res.stderr
+    assert res.stdout == "" and not (tmp_path / "run").exists()

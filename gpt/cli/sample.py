@@ -10,7 +10,8 @@ run (RUN/ckpt-...), or a folder in the Hugging Face GPT-2 layout (config.json + 
 huggingface_hub: pip install -e ".[hub]") or such a local folder. The tokenizer is the one the run
 was trained with; a Hugging Face model with GPT-2's 50257-token vocabulary uses GPT-2's.
 
-The prompt is printed, then each token as it is made (stdout). When stdout is not a terminal (say,
+The prompt is printed, then each token as it is made (stdout); only the model's context is held, so
+any --max-new-tokens streams (1e20: until Ctrl-C). When stdout is not a terminal (say,
 redirected to a file) but stderr is, a progress bar there shows how far sampling is (--no-progress:
 none). A checkpoint whose weights are not finite (a diverged run) or whose files do not match their
 recorded sha256 is refused; a damaged optimizer.safetensors, which sampling does not read, is a warning.

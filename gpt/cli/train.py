@@ -8,12 +8,16 @@ Examples:
     python -m gpt train --workers 1                      # one process (default: each batch split over one per core)
     python -m gpt train --data input.txt --tokenizer gpt2 --out out/mine
     python -m gpt train --init-from gpt2 --block-size 128 --lr 3e-5 --max-iters 200 --out out/ft   # fine-tune
+    python -m gpt train --config gpt_config.json --out out/mine  # a tutorial's model dictionary (see demo --config)
 
 The defaults are nanoGPT's CPU run on character-level Shakespeare (val loss about 1.90 after 2000
 iterations). The run folder (--out) gets a checkpoint at every evaluation (the model, the optimizer,
 the training state; the previous one is replaced only once the new one is complete), and
-metrics.json at the end. Ctrl-C saves a checkpoint and stops (exit status 130); `--resume` continues
-the run: options not given on the command line keep the values the run was started with.
+metrics.json at the end. Ctrl-C saves a checkpoint and stops (exit status 130), SIGTERM too (143);
+`--resume` continues the run: options not given on the command line keep the values the run was
+started with, its learning-rate schedule included (more --max-iters run at --min-lr past the decay;
+give --lr-decay-iters to stretch it), and on another number of MPI ranks its global batch (with
+--grad-accum or a smaller --batch-size, said) unless --batch-size or --grad-accum is given.
 """
 from __future__ import annotations
 

@@ -94,10 +94,11 @@ class Checkpoint:
     path: Path
     config: GPTConfig
     weights: dict[str, np.ndarray]
-    optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved
+    optimizer_state: dict | None  # Optimizer.state_dict() form, or None when none was saved (or not read)
     state: dict
     note: str = ""  # how it was found, when that is worth saying (latest.json lost: the newest complete one)
     version: int = VERSION  # of the format that wrote it
+    warnings: list[str] = dataclasses.field(default_factory=list)  # damage to files load(optimizer=False) skips
 
     def model(self, dtype=None) -> GPT:
         """A GPT holding these weights, in eval mode; dtype None keeps the dtype they were saved in."""
@@ -298,8 +299,11 @@ def checkpoint_folders(run: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: (int(p.name.split("-")[1]), (p / MANIFEST).stat().st_mtime_ns), reverse=True)
 
 
-def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
-    """Load a verified checkpoint: `path` is a run folder (its latest.json or best.json) or a ckpt-* folder."""
+def load(path: str | os.PathLike, which: str = "latest", optimizer: bool = True) -> Checkpoint:
+    """Load a verified checkpoint: `path` is a run folder (its latest.json or best.json) or a ckpt-* folder.
+
+    optimizer=False (to sample or inspect): optimizer.safetensors is not read, and damage to it is not an
+    error but a line in Checkpoint.warnings."""
     if which not in POINTERS:
         raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
     path = Path(path)
@@ -309,11 +313,11 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     if not path.is_dir():
         raise CheckpointError(f"{path} is a file; {expected}")
     if (path / MANIFEST).exists():
-        return _read_folder(path)
+        return _read_folder(path, optimizer)
     pointer = path / POINTERS[which]
     lost = _lost_pointer(pointer) if which == "latest" else None
     if lost and checkpoint_folders(path):
-        return _newest_complete(path, lost)
+        return _newest_complete(path, lost, optimizer)
     if lost and (path / STATE_V0).is_file():  # version 0: the run folder is its one checkpoint
         from .checkpoint_v0 import read_v0  # (which builds on this module)
         return read_v0(path)
@@ -327,7 +331,7 @@ def load(path: str | os.PathLike, which: str = "latest") -> Checkpoint:
     name = _read_pointer(pointer)
     if not (path / name).is_dir():
         raise CheckpointError(f"{pointer} names {name}, but {path / name} does not exist; {_others(path, name)}")
-    return _read_folder(path / name)
+    return _read_folder(path / name, optimizer)
 
 
 def latest_name(run: str | os.PathLike) -> str | None:
@@ -347,12 +351,12 @@ def _lost_pointer(pointer: Path) -> str | None:
     return None if (pointer.parent / name).is_dir() else f"{pointer} names {name}, which does not exist"
 
 
-def _newest_complete(run: Path, lost: str) -> Checkpoint:
+def _newest_complete(run: Path, lost: str, optimizer: bool = True) -> Checkpoint:
     """The newest ckpt-* folder of `run` that verifies against its manifest, its note saying why and which."""
     skipped = []
     for folder in checkpoint_folders(run):
         try:
-            ckpt = _read_folder(folder)
+            ckpt = _read_folder(folder, optimizer)
         except CheckpointError as e:
             skipped.append(_one_line(e).split("; ")[0])  # "RUN/ckpt-.../model.safetensors is damaged (...)"
             continue
@@ -371,18 +375,18 @@ def _read_pointer(pointer: Path) -> str:
     return name
 
 
-def _read_folder(folder: Path) -> Checkpoint:
-    files, version = _verify(folder)
+def _read_folder(folder: Path, optimizer: bool = True) -> Checkpoint:
+    files, version, warnings = _verify(folder, optional=() if optimizer else (OPTIMIZER,))
     config = _read_config(folder / CONFIG, version)
     state = _read_json(folder / STATE, "a JSON object (the training state)")
     weights = _read_safetensors(folder / MODEL)[0]
-    optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files else None
-    return Checkpoint(folder, config, weights, optimizer_state, state, version=version)
+    optimizer_state = _read_optimizer(folder / OPTIMIZER) if OPTIMIZER in files and optimizer else None
+    return Checkpoint(folder, config, weights, optimizer_state, state, version=version, warnings=warnings)
 
 
-def _verify(folder: Path) -> tuple[dict[str, dict], int]:
+def _verify(folder: Path, optional: tuple[str, ...] = ()) -> tuple[dict[str, dict], int, list[str]]:
     """Check manifest.json against the folder: the same files, each of the recorded size and sha256; return
-    the files and the format's version."""
+    the files, the format's version, and warnings: damage to an `optional` file is a warning line, not raised."""
     manifest = _read_json(folder / MANIFEST, f'{{"format": "{FORMAT}", "files": {{name: {{"sha256", "bytes"}}}}}}')
     files, version = manifest.get("files"), _version(folder / MANIFEST, manifest.get("format"))
     if not version or not isinstance(files, dict) or not all(
@@ -394,22 +398,33 @@ def _verify(folder: Path) -> tuple[dict[str, dict], int]:
         if name not in files:
             raise CheckpointError(f"{folder / MANIFEST} does not list {name}; every checkpoint has one")
     on_disk = {p.name for p in folder.iterdir()} - {MANIFEST}
-    missing, extra = sorted(set(files) - on_disk), sorted(on_disk - set(files))
-    if missing:
-        raise _damaged(folder / missing[0], "missing")
+    extra = sorted(on_disk - set(files))
     if extra:
         raise CheckpointError(f"{folder / extra[0]} is not listed in {folder / MANIFEST}; expected only "
                               f"{', '.join(sorted(files))} (remove the extra file)")
+    warnings = []
     for name, entry in sorted(files.items()):
-        try:
-            size, digest = (folder / name).stat().st_size, sha256(folder / name)
-        except OSError as e:
-            raise _damaged(folder / name, _one_line(e)) from None
-        if size != entry["bytes"]:
-            raise _damaged(folder / name, f"{size} bytes, expected {entry['bytes']}")
-        if digest != entry["sha256"]:
-            raise _damaged(folder / name, f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}...")
-    return files, version
+        problem = _file_problem(folder / name, entry)
+        if problem is not None and name in optional:
+            warnings.append(f"{folder / name} is damaged ({problem}); not needed here, so it was skipped")
+        elif problem is not None:
+            raise _damaged(folder / name, problem)
+    return files, version, warnings
+
+
+def _file_problem(path: Path, entry: dict) -> str | None:
+    """What is wrong with a checkpoint file against its manifest entry (missing, size, sha256), or None."""
+    if not path.exists():
+        return "missing"
+    try:
+        size, digest = path.stat().st_size, sha256(path)
+    except OSError as e:
+        return _one_line(e)
+    if size != entry["bytes"]:
+        return f"{size} bytes, expected {entry['bytes']}"
+    if digest != entry["sha256"]:
+        return f"sha256 mismatch: expected {entry['sha256'][:16]}..., got {digest[:16]}..."
+    return None
 
 
 def _version(manifest: Path, fmt: Any) -> int | None:

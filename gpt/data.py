@@ -68,7 +68,7 @@ def read_text(data: str | os.PathLike) -> str:
     if os.path.isdir(path):
         raise UsageError(f"data file {path!r} is a directory, expected a UTF-8 text file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not text
             text = f.read()
     except UnicodeDecodeError as e:
         raise UsageError(f"data file {path!r} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None

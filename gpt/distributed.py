@@ -16,14 +16,18 @@ whose collectives do nothing, and training runs as it always did.
 from __future__ import annotations
 
 import os
+import re
+import sys
 import time
+from contextlib import contextmanager
 from typing import Iterable
 
 import numpy as np
 
 from .errors import RunFailed, UsageError
 
-__all__ = ["World", "ShardedRandom", "shard_dropout"]
+__all__ = ["World", "ShardedRandom", "shard_dropout", "mpi_rank", "abort_world", "keep_global_batch",
+           "global_batch_note"]
 
 BUCKET_BYTES = 32 << 20  # gradients are all-reduced in flat buffers of about this size
 
@@ -65,18 +69,68 @@ class World:
                 result = fn()
             except (UsageError, RunFailed) as e:
                 error = e
-        result, error = self.comm.bcast((result, error), root=0)
+        with self._mpi_errors():
+            result, error = self.comm.bcast((result, error), root=0)
         if error is not None:
-            error.quiet = not self.is_main  # the same error on every rank: rank 0 alone prints it
-            raise error
+            raise self.alike(error)
         return result
+
+    def together(self, fn):
+        """fn() on every rank; when it fails (UsageError, RunFailed) on any, every rank raises the first failing
+        rank's error, which rank 0 prints (naming that rank if it is another), and none goes on alone."""
+        if self.comm is None:
+            return fn()
+        result = error = None
+        try:
+            result = fn()
+        except (UsageError, RunFailed) as e:
+            error = e
+        with self._mpi_errors():
+            errors = self.comm.allgather(error)
+        failed = [(rank, e) for rank, e in enumerate(errors) if e is not None]
+        if not failed:
+            return result
+        rank, first = failed[0]
+        if rank != 0:
+            first = type(first)(f"rank {rank} of {self.size}: {first}")
+        raise self.alike(first)
+
+    def alike(self, error: Exception) -> Exception:
+        """Mark `error` as raised by every rank at the same point (rank 0's broadcast result, the same mean loss):
+        rank 0 alone prints it, and no rank needs to end the others (gpt.cli does that for an error of one rank)."""
+        error.collective = True
+        error.quiet = not self.is_main
+        return error
+
+    @contextmanager
+    def _mpi_errors(self):
+        """An MPI error in a collective (another rank died, the network failed) as one RunFailed naming the rank."""
+        from mpi4py import MPI
+        try:
+            yield
+        except MPI.Exception as e:
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            others = sorted({int(r) for r in re.findall(r"\brank (\d+)", str(e)) if int(r) != self.rank})
+            who = (f"rank {', '.join(map(str, others))} of {self.size} died or stopped answering" if others
+                   else "another rank died or stopped answering")
+            raise RunFailed(f"rank {self.rank} of {self.size}: {who} (MPI: {lines[0][:200]}); the run cannot go on "
+                            f"without it: resume it with --resume") from None
 
     # ------------------------------------------------------------------ the collectives
     def mean(self, value: float) -> float:
         """The mean of a number over the ranks (a training loss: the mean of per-rank means)."""
         if self.comm is None:
             return value
-        return self.comm.allreduce(float(value)) / self.size
+        with self._mpi_errors():
+            return self.comm.allreduce(float(value)) / self.size
+
+    def max(self, value: int) -> int:
+        """The largest of an integer over the ranks."""
+        if self.comm is None:
+            return value
+        from mpi4py import MPI
+        with self._mpi_errors():
+            return self.comm.allreduce(int(value), op=MPI.MAX)
 
     def average_gradients(self, params: Iterable) -> None:
         """Replace every parameter's .grad by its mean over the ranks: flat contiguous buckets of about
@@ -93,7 +147,8 @@ class World:
             for p in bucket:  # gather into one flat buffer
                 buf[pos:pos + p.grad.size] = p.grad.reshape(-1)
                 pos += p.grad.size
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            with self._mpi_errors():
+                self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
             buf *= 1.0 / self.size
             pos = 0
             for p in bucket:  # and back, in place
@@ -110,11 +165,12 @@ class World:
         sums = np.array([[float(p.data.sum(dtype=np.float64)),
                           float(np.dot(p.data.reshape(-1).astype(np.float64), np.arange(p.data.size) % 7919))]
                          for p in params])
-        everyone = self.comm.allgather(sums)
+        with self._mpi_errors():
+            everyone = self.comm.allgather(sums)
         for r, theirs in enumerate(everyone):
             if not np.array_equal(theirs, everyone[0]):
-                raise RunFailed(f"replicas drifted apart: rank {r}'s parameters differ from rank 0's "
-                                f"(a non-deterministic step, or ranks running different code)")
+                raise self.alike(RunFailed(f"replicas drifted apart: rank {r}'s parameters differ from rank 0's "
+                                f"(a non-deterministic step, or ranks running different code)"))
 
     def _buffer(self, n: int, dtype) -> np.ndarray:
         key = np.dtype(dtype).str
@@ -122,6 +178,43 @@ class World:
         if buf is None or buf.size < n:
             buf = self._buffers[key] = np.empty(n, dtype)
         return buf[:n]
+
+
+def mpi_rank() -> tuple[int, int] | None:
+    """(rank, size) when this process is one of several MPI ranks (mpi4py already running), else None."""
+    MPI = sys.modules.get("mpi4py.MPI")  # never loaded here: a process that did not load it has no world
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.Get_size() == 1:
+        return None
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def abort_world(code: int) -> None:
+    """End every rank of this MPI run at once with exit status `code` (MPI_Abort)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.modules["mpi4py.MPI"].COMM_WORLD.Abort(code)
+
+
+def keep_global_batch(rows: int, ranks: int, max_batch: int) -> tuple[int, int] | None:
+    """(batch_size, grad_accum) giving `ranks` ranks a global batch of `rows` (ranks x K x B = rows), with the
+    fewest micro-batches K whose B is at most max_batch; None if no such split exists."""
+    for K in range(1, rows // ranks + 1):
+        if rows % (ranks * K) == 0 and rows // (ranks * K) <= max_batch:
+            return rows // (ranks * K), K
+    return None
+
+
+def global_batch_note(before: tuple[int, int, int], now: tuple[int, int, int]) -> str | None:
+    """The line a resumed run says when its (ranks, grad_accum, batch_size) changed: the global batch it keeps on
+    another number of ranks, or the one it changes to; None when nothing changed."""
+    (r0, k0, b0), (r1, k1, b1) = before, now
+    if (r0, k0, b0) == (r1, k1, b1) or (r0 == r1 and r0 * k0 * b0 == r1 * k1 * b1):
+        return None
+    if r0 * k0 * b0 == r1 * k1 * b1:
+        return (f"batch: the run took its steps on {r0} rank{'s' * (r0 > 1)}, now {r1}: --batch-size {b1} "
+                f"--grad-accum {k1} keep its global batch of {r1 * k1 * b1} rows")
+    return (f"batch: the run's global batch was {r0 * k0 * b0} rows ({r0} ranks x {k0} x {b0}), now {r1 * k1 * b1} "
+            f"({r1} x {k1} x {b1}): its steps from here are not those it would have taken")
 
 
 def _buckets(params: list) -> list[list]:

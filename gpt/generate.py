@@ -140,8 +140,7 @@ def _stream(model, seq: np.ndarray, max_new_tokens: int, temperature: float, top
             rng: np.random.Generator, use_cache: bool, eos_token_id) -> Iterator[tuple[int, np.ndarray]]:
     B, T = seq.shape
     block_size = model.config.block_size
-    out = np.empty((B, T + max_new_tokens), dtype=np.int64)
-    out[:, :T] = seq
+    context = seq[:, -block_size:]  # (B, <= block_size): all the model ever sees, so any max_new_tokens streams
     done = np.zeros(B, dtype=bool)  # rows that have produced eos_token_id
     was_training = model.training
     model.eval()
@@ -151,14 +150,14 @@ def _stream(model, seq: np.ndarray, max_new_tokens: int, temperature: float, top
             with no_grad():
                 if cache is not None and n <= block_size:
                     # first step: the whole prompt fills the cache; then only the newest token
-                    logits = model(out[:, cache.pos:n], cache=cache)
+                    logits = model(context[:, cache.pos:], cache=cache)
                 else:
-                    logits = model(out[:, max(0, n - block_size):n])  # the cropped context
+                    logits = model(context)  # the cropped context
             ids = sample_next(logits.data[:, -1, :], temperature, top_k, top_p, rng)
             if eos_token_id is not None:
                 ids = np.where(done, eos_token_id, ids)  # a stopped row stays at eos
                 done |= ids == eos_token_id
-            out[:, n] = ids
+            context = np.concatenate([context, ids[:, None].astype(np.int64)], axis=1)[:, -block_size:]
             yield n - T, ids.copy()
             if done.all():
                 return
@@ -178,6 +177,17 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0, top_k: i
     its mode is restored afterwards.
     """
     prompt = _prompt(model, idx)
-    columns = [ids for _, ids in stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed,
-                                        use_cache, eos_token_id)]
-    return np.concatenate([prompt] + [c[:, None] for c in columns], axis=1)
+    tokens = stream(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, eos_token_id)
+    B, T = prompt.shape
+    try:
+        out = np.empty((B, T + max_new_tokens), dtype=np.int64)
+    except (MemoryError, ValueError):  # ValueError: more elements than an array can have
+        raise MemoryError(f"generate: the result, {B} x (T + max_new_tokens) = {B} x {T + max_new_tokens:,} int64 "
+                          f"token ids, needs {8 * B * (T + max_new_tokens) / 2**30:,.1f} GiB of memory; take the "
+                          f"tokens as they come with stream() instead") from None
+    out[:, :T] = prompt
+    made = 0  # fewer than max_new_tokens when every row stopped at eos_token_id
+    for step, ids in tokens:
+        out[:, T + step] = ids
+        made = step + 1
+    return out[:, :T + made]

@@ -38,9 +38,12 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from .config import GPTConfig, check_field_names
+from tinygrad_lite import get_default_dtype
+
+from .config import GPTConfig, check_field_names, count_parameters
 from .errors import UsageError
 from .files import atomic_write
+from .memory import Need, require
 
 __all__ = ["save_pretrained", "load_pretrained", "resolve_pretrained", "config_to_hf", "config_from_hf",
            "HUB_MODELS", "CONFIG_NAME", "WEIGHTS_NAME"]
@@ -230,13 +233,15 @@ def _hub_cache() -> str | None:
 
 def _from_hub(repo_id: str, model: str) -> Path:
     """Download `repo_id` (config.json + model.safetensors) into the hub cache, or find it there."""
-    try:
+    try:  # its submodules by name: `import huggingface_hub` alone does not load them (2.x loads lazily)
         import huggingface_hub
+        from huggingface_hub import constants as hub_constants
+        from huggingface_hub.utils import LocalEntryNotFoundError
     except ImportError:
         raise UsageError(f"{repo_id!r} is not a local folder, and fetching it from the Hugging Face hub needs "
                          f"huggingface_hub: pip install -e \".[hub]\" (or pip install huggingface_hub)") from None
     cache = _hub_cache()
-    where = cache or huggingface_hub.constants.HF_HUB_CACHE
+    where = cache or hub_constants.HF_HUB_CACHE
     offline = next((var for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if _env_true(var)), None)
     failure = None
     if offline is None:
@@ -259,7 +264,7 @@ def _from_hub(repo_id: str, model: str) -> Path:
         raise UsageError(f"{repo_id!r} is not in the Hugging Face cache ({where}) and {offline} is set, so it "
                          f"cannot be downloaded; unset {offline} on a machine with internet access to download it "
                          f"once ({size}), {local}")
-    if isinstance(failure, huggingface_hub.errors.LocalEntryNotFoundError):  # how the hub reports no connection
+    if isinstance(failure, LocalEntryNotFoundError):  # how the hub reports no connection
         raise UsageError(f"cannot fetch {repo_id!r}: this machine could not reach the Hugging Face hub "
                          f"({_reason(failure.__cause__ or failure)}) and the cache ({where}) does not hold it; "
                          f"connect to the internet to download it once ({size}), {local}")
@@ -297,6 +302,9 @@ def load_pretrained(name_or_path, cls, dtype=None, dropout: float | None = None)
     path = resolve_pretrained(name_or_path)
     overrides = {} if dropout is None else {"dropout": dropout}
     config = _read_config(path / CONFIG_NAME, **overrides)
+    itemsize = np.dtype(dtype if dtype is not None else get_default_dtype()).itemsize
+    require(Need({"its parameters": count_parameters(config)["total"] * itemsize}), f"the model {path / CONFIG_NAME} "
+            f"describes", "is its config.json right?")  # before the model is built
     file = path / WEIGHTS_NAME
     try:
         with safe_open(str(file), framework="numpy") as f:

@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,10 @@ from tinygrad_lite.optim import AdamW, clip_grad_norm_, cosine_with_warmup
 from . import checkpoint
 from .config import GPTConfig
 from .data import SHAKESPEARE, TextData, check_same_text, data_source
-from .distributed import World, shard_dropout
-from .errors import RunFailed, UsageError
+from .distributed import World, global_batch_note, shard_dropout
+from .errors import RunFailed, Terminated, UsageError
 from .files import atomic_write
+from .memory import require, training_bytes
 from .model import GPT
 from .run_control import CtrlC, no_overflow_warnings, rng_states, set_rng_states
 from .run_lock import RunLock
@@ -271,14 +273,12 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
         world.on_main(lambda: checkpoint.prepare_run(out, cfg.overwrite, name="--out"))
     else:
         _check_resumable(cfg, ckpt)
-    data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    data, model = world.together(lambda: _data_and_model(cfg, ckpt, world.size))  # each rank reads the data itself
     if ckpt is not None:  # the text too must be the run's (--allow-data-change: said)
         note = world.on_main(lambda: check_same_text(data, cfg.data, ckpt.state.get("data"),
                                                      ckpt.state["config"]["data"], cfg.out, cfg.allow_data_change))
         if note:
             say(f"note: {note}")
-    model = _build_model(cfg, data.vocab_size, ckpt)
-    data.check_block_size(model.config.block_size)
     T, B, K, N = model.config.block_size, cfg.batch_size, cfg.grad_accum, world.size
     workers = _workers(cfg, model.config.dropout, world.size)
     dropout_rngs = shard_dropout(model, N * K)  # each rank's rows of the masks one process would draw
@@ -305,7 +305,7 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
         nonlocal saved_at
         state = {"iter": it, "config": run_cfg.to_dict(), "tokenizer": data.tokenizer_spec(), "data": data.identity,
                  "losses": losses, "evals": evals, "best": best, "seconds": seconds + time.perf_counter() - t_start,
-                 "rng": rng_states(model, rng)}
+                 "rng": rng_states(model, rng), "ranks": N}
 
         def write() -> None:
             log.flush()  # the log's lines up to `it` are on disk before the checkpoint that covers them
@@ -319,13 +319,14 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
     def diverged(at: int, what: str) -> RunFailed:
         last = (f"the last good checkpoint (iteration {saved_at}) is in {out}" if saved_at is not None
                 else "no checkpoint was saved")
-        return RunFailed(f"training diverged at iteration {at}: {what}; {last} (try a lower --lr or more "
-                         f"--warmup-iters)")
+        return world.alike(RunFailed(f"training diverged at iteration {at}: {what}; {last} (try a lower --lr or "
+                                     f"more --warmup-iters)"))  # every rank sees the same mean loss
 
     def run_eval(n_batches: int) -> dict[str, float]:
         world.check_replicas(params)  # every rank must still hold the same model
-        result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
-                                         cfg.progress and world.is_main, world, par)}  # batches of the global size
+        with ctrl_c.deferred(world) if N > 1 else nullcontext():  # the ranks agree after it, as after a step
+            result = {"iter": it, **evaluate(model, data, N * K * B, T, n_batches, cfg.seed,
+                                             cfg.progress and world.is_main, world, par)}  # batches of the global size
         bad = [k for k in ("train_loss", "val_loss") if not math.isfinite(result[k])]
         if bad:
             raise diverged(it, f"the evaluation gives {bad[0].replace('_', ' ')} {result[bad[0]]}")
@@ -362,14 +363,14 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
                     raise RunFailed(f"--workers {workers}: the worker processes could not start: {e}") from None
                 say(f"workers: could not start them ({e}); training in one process")
                 workers = 1
-        with CtrlC() as ctrl_c, no_overflow_warnings():
+        with CtrlC(always=N > 1) as ctrl_c, no_overflow_warnings():  # ranks stop where they agree
             if it < cfg.max_iters and not (evals and evals[-1]["iter"] == it):  # an evaluation due at `it`?
                 if it == 0:
                     run_eval(cfg.eval_iters)  # the loss at initialisation, before any step
                 elif it % cfg.eval_interval == 0:
                     eval_and_save(cfg.eval_iters)  # the one Ctrl-C cut short
             while it < cfg.max_iters:
-                with ctrl_c.deferred():  # Ctrl-C lands after the step, so a checkpoint is a whole step
+                with ctrl_c.deferred(world):  # Ctrl-C lands after the step, on every rank: a checkpoint is a whole step
                     t0 = time.perf_counter()
                     lr = cfg.lr_at(it)
                     for group in optimizer.param_groups:
@@ -396,16 +397,18 @@ def _train(cfg: TrainConfig, resume_from: checkpoint.Checkpoint | None) -> dict[
                 last = evals[-1]  # resumed a finished run: nothing new to evaluate
             else:
                 last = eval_and_save(cfg.final_eval_iters or cfg.eval_iters)  # the last evaluation always runs
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError) as stop:  # Ctrl-C, SIGTERM (Terminated), or the log's reader left
         bar.close()
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         if stepping:  # only when KeyboardInterrupt is raised without SIGINT (another thread, a test)
             where = f"iteration {saved_at} in {out}" if saved_at is not None else "none"
-            say(f"interrupted inside an optimizer step: nothing saved (the last checkpoint: {where})")
+            say(f"{how} inside an optimizer step: nothing saved (the last checkpoint: {where})")
             raise
         set_rng_states(model, rng, rng_at_it)  # an iteration cut short has drawn its batch: undo that
         if saved_at != it:
             save(cfg.save_best and best is not None and best["iter"] == it, alone=True)  # best: cut short after eval
-        say(f"interrupted: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
+        if not isinstance(stop, BrokenPipeError):  # no one reads stderr any more
+            say(f"{how}: iteration {it} saved in {out}; continue with: {RESUME_HINT.format(out=out)}")
         raise
     except WorkerError as e:
         raise RunFailed(f"--workers {workers}: {e}") from None
@@ -461,18 +464,39 @@ def _gradient(model: GPT, params: list, data: TextData, rng: np.random.Generator
     return world.mean(total / K)
 
 
+def _data_and_model(cfg: TrainConfig, ckpt, ranks: int) -> tuple[TextData, GPT]:
+    """The run's text, tokenized, and the model to train, once the memory a step needs is known to fit."""
+    data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
+    planned = ckpt.config if ckpt else None if cfg.init_from else dataclasses.replace(cfg.model, vocab_size=data.vocab_size)
+    if planned is not None:  # before the model is built; GPT-2's (--init-from) is checked once loaded
+        _check_memory(planned, cfg, ranks)
+    model = _build_model(cfg, data.vocab_size, ckpt)
+    if planned is None:
+        _check_memory(model.config, cfg, ranks)
+    data.check_block_size(model.config.block_size)
+    return data, model
+
+
+def _check_memory(config: GPTConfig, cfg: TrainConfig, ranks: int) -> None:
+    """A UsageError, before anything is allocated, when one step of this run cannot fit in this machine's memory."""
+    rows, eval_rows = cfg.batch_size, cfg.grad_accum * cfg.batch_size  # an evaluation runs K B rows at once
+    need = training_bytes(config, rows, np.dtype(cfg.dtype).itemsize, eval_rows)
+    need["the batches of the whole step (all ranks)"] = 2 * 8 * ranks * eval_rows * config.block_size  # int64 x, y
+    require(need, "one training step", "give a smaller --batch-size, --grad-accum, --block-size, --n-layer or --n-embd")
+
+
 _ROWS_PER_WORKER, _MAX_WORKERS = 4, 8  # the default --workers: rows of the batch each, and processes at most
 
 
 def _workers(cfg: TrainConfig, dropout: float, ranks: int) -> int:
-    """How many processes each batch is split over: --workers, else one per core this rank may use (at most
-    one per 4 rows, and 8), unless dropout is on (workers cannot draw the masks one process would) or the
-    system is not POSIX."""
+    """How many processes each batch is split over: --workers (at most one per row of --batch-size: the summary
+    says so), else one per core this rank may use (at most one per 4 rows, and 8), unless dropout is on (workers
+    cannot draw the masks one process would) or the system is not POSIX."""
     if cfg.workers is not None:
         if cfg.workers > 1 and dropout > 0:
             raise UsageError(f"--workers {cfg.workers} splits each batch over processes, which cannot draw the "
                              f"dropout masks of one process: give --dropout 0, or --workers 1 (dropout is {dropout:g})")
-        return cfg.workers
+        return min(cfg.workers, cfg.batch_size)
     if dropout > 0 or os.name != "posix":
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -496,10 +520,20 @@ def _summary(cfg: TrainConfig, data: TextData, model: GPT, it: int, ckpt, world:
     rows = world.size * cfg.grad_accum * cfg.batch_size
     split = (f" ({world.size} ranks x {cfg.grad_accum} micro-batches x {cfg.batch_size})"
              if rows != cfg.batch_size else "")
+    after = f", then {cfg.min_lr:g}" if cfg.decay_iters < cfg.max_iters else ""
     _say(f"batch: {rows}{split} x {c.block_size} = {rows * c.block_size:,} tokens per iteration; "
          f"{cfg.max_iters} iterations, lr {cfg.lr:g} -> {cfg.min_lr:g} (warmup {cfg.warmup}, decay until "
-         f"{cfg.decay_iters})")
-    if workers > 1:
+         f"{cfg.decay_iters}{after})")
+    if ckpt is not None:
+        saved = TrainConfig.from_dict(ckpt.state["config"])
+        note = global_batch_note((ckpt.state.get("ranks", 1), saved.grad_accum, saved.batch_size),
+                                 (world.size, cfg.grad_accum, cfg.batch_size))
+        if note is not None:
+            _say(note)
+    if cfg.workers is not None and cfg.workers > workers:
+        _say(f"workers: --workers {cfg.workers} is more than the {workers} rows of a batch (--batch-size {cfg.batch_size}): "
+             f"each batch split over {workers} processes, one row each")
+    elif workers > 1:
         _say(f"workers: each batch split over {workers} processes (--workers 1: one process)")
     if ckpt is not None:
         if ckpt.note:
@@ -527,7 +561,10 @@ def _build_model(cfg: TrainConfig, vocab_size: int, ckpt) -> GPT:
 
 def _from_pretrained(cfg: TrainConfig, vocab_size: int) -> GPT:
     """GPT-2's weights (cfg.init_from) in a model with cfg's block size (the first positions) and dropout."""
-    src = GPT.from_pretrained(cfg.init_from, dtype=cfg.dtype)
+    try:
+        src = GPT.from_pretrained(cfg.init_from, dtype=cfg.dtype)
+    except UsageError as e:  # not cached and no network, a bad folder: name the flag
+        raise UsageError(f"--init-from {cfg.init_from}: {e}") from None
     T = cfg.model.block_size
     if T > src.config.block_size:
         raise UsageError(f"--block-size {T} exceeds the {src.config.block_size} positions of --init-from "
@@ -561,7 +598,8 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
         raise UsageError(f"--resume: --out {out} {why}; start a run there first (without --resume)")
     ckpt = checkpoint.load(out)
     keys, data = {"iter", "config", "tokenizer", "losses", "evals", "best", "seconds", "rng"}, ckpt.state.get("data")
-    if set(ckpt.state) - {"data"} != keys:  # "data" (the text's identity) since version 2: older runs lack it
+    # "data" (the text's identity) and "ranks" (of an MPI run) since format version 2: older runs lack them
+    if set(ckpt.state) - {"data", "ranks"} != keys:
         raise checkpoint.CheckpointError(f"{ckpt.path / 'state.json'} is not a training state: expected the keys "
                                          f"{', '.join(sorted(keys))} and data, got {', '.join(sorted(ckpt.state))}")
     if "data" in ckpt.state and not (isinstance(data, dict) and isinstance(data.get("chars"), int)

@@ -83,7 +83,7 @@ WRITTEN = {
                      "eval_iters", "final_eval_iters", "grad_accum", "grad_clip", "init_from", "lr", "lr_decay_iters",
                      "max_iters", "min_lr", "model", "out", "overwrite", "progress", "resume", "save_best", "seed",
                      "tokenizer", "val_fraction", "warmup_iters", "weight_decay", "workers"],
-    "state": ["best", "config", "data", "evals", "iter", "losses", "rng", "seconds", "tokenizer"],
+    "state": ["best", "config", "data", "evals", "iter", "losses", "ranks", "rng", "seconds", "tokenizer"],
 }
 
 

@@ -135,3 +135,47 @@ def test_layer_norm_of_a_constant_row_is_exactly_zero(value, mode):
     assert np.all(y.data == 0.0)
     y.backward(np.random.default_rng(0).standard_normal((3, 768)).astype(np.float32))
     assert np.isfinite(x.grad).all()
+
+
+# ------------------------------------------------------------------ issue 20, item 17: dtypes
+@pytest.mark.parametrize("op", [lambda a, b: a / b, lambda a, b: a / 2, lambda a, b: 2 / b, lambda a, b: a.sqrt(),
+                                lambda a, b: a.exp(), lambda a, b: a.log(), lambda a, b: a.tanh(),
+                                lambda a, b: a.sigmoid(), lambda a, b: a.mean()],
+                         ids=["int/int", "int/2", "2/int", "sqrt", "exp", "log", "tanh", "sigmoid", "mean"])
+def test_issue20_17_what_is_a_float_of_integers_has_the_default_float_dtype(op, mode):
+    """As PyTorch: torch.tensor([1, 2]) / torch.tensor([2, 2]) is float32 (NumPy's true division gives float64,
+    which then met a float32 tensor with a dtype-mismatch error)."""
+    a, b = Tensor([1, 2]), Tensor([2, 2])
+    out = op(a, b)
+    assert out.dtype == np.float32
+    (out * Tensor([1.0, 1.0]) if out.ndim else out + Tensor(1.0)).sum()  # combines with float32 tensors
+
+
+def test_issue20_17_the_int_and_float_mismatch_hint_names_a_float_dtype():
+    for a, b in ((Tensor([1, 2]), Tensor([1.0, 2.0])), (Tensor([1.0, 2.0]), Tensor([1, 2]))):
+        with pytest.raises(TypeError, match=r"e\.g\. t\.astype\(np\.float32\)"):
+            a + b
+    with pytest.raises(TypeError, match=r"float data \(float64\) with an integer Tensor \(int64\): cast the Tensor "
+                                        r"first, e\.g\. t\.astype\(np\.float32\)"):
+        Tensor([1, 2]) * 0.5
+
+
+def test_issue20_17_float64_data_takes_the_default_dtype_as_documented():
+    """Unlike torch.tensor, Tensor(float64 array) is float32 unless told; Tensor's docstring and the README's
+    engine section say so."""
+    from pathlib import Path
+
+    from tinygrad_lite import get_default_dtype, set_default_dtype
+    assert Tensor(np.ones(2, np.float64)).dtype == np.float32
+    assert Tensor(np.ones(2, np.float64), dtype=np.float64).dtype == np.float64
+    before = get_default_dtype()
+    set_default_dtype(np.float64)
+    try:
+        assert Tensor(np.ones(2, np.float32)).dtype == np.float64
+    finally:
+        set_default_dtype(before)
+    rule = "Tensor(np.ones(2, np.float64)) is float32"
+    assert rule in " ".join(Tensor.__doc__.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    engine = readme.split("## The engine: math first, speed beside it", 1)[1].split("\n## ", 1)[0]
+    assert rule in " ".join(engine.replace("`", "").split())

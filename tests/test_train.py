@@ -17,7 +17,7 @@ import gpt.train as train_mod
 from gpt.cli import main
 from gpt.config import GPTConfig
 from gpt.data import TextData
-from gpt.errors import RunFailed, UsageError
+from gpt.errors import RunFailed, Terminated, UsageError
 from gpt.model import GPT
 from gpt.train import TrainConfig, evaluate, load_run, param_groups, train
 
@@ -293,7 +293,7 @@ def test_cli_train_resume_and_sample(text_file, tmp_path, capsys):
     (["train", "--n-layer", "0"], "error: --n-layer must be a positive int, got 0"),
     (["train", "--n-embd", "30", "--n-head", "4"], "error: --n-embd must be divisible by --n-head"),
     (["train", "--tokenizer", "bpe"], "error: --tokenizer must be 'char' or 'gpt2', got 'bpe'"),
-    (["train", "--max-iters", "x"], "error: argument --max-iters: invalid int value: 'x'"),
+    (["train", "--max-iters", "x"], "error: argument --max-iters: invalid integer: 'x'"),
     (["sample", "--ckpt", "/nonexistent/ckpt"], "error: --ckpt /nonexistent/ckpt"),
 ])
 def test_cli_errors_exit_2_without_traceback(argv, match, capsys):
@@ -477,24 +477,29 @@ def interactive_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
-def test_finding_6_ctrl_c_inside_a_step_waits_for_its_end(text_file, tmp_path, monkeypatch, capsys,
-                                                           interactive_sigint):
+@pytest.mark.parametrize("signum, stop, said", [(signal.SIGINT, KeyboardInterrupt, "interrupted"),
+                                                 (signal.SIGTERM, Terminated, "terminated (SIGTERM)")],
+                         ids=["ctrl-c", "issue20_10-sigterm"])
+def test_finding_6_ctrl_c_or_sigterm_inside_a_step_waits_for_its_end(text_file, tmp_path, monkeypatch, capsys,
+                                                                     interactive_sigint, signum, stop, said):
     straight = train(_cfg(text_file, tmp_path / "straight"))
     real_clip, calls = train_mod.clip_grad_norm_, []
+    before = signal.getsignal(signum)
 
-    def clip_then_ctrl_c(params, max_norm):  # Ctrl-C in the middle of the 8th step, before its optimizer step
+    def clip_then_stop(params, max_norm):  # Ctrl-C or SIGTERM in the middle of the 8th step, before its optimizer step
         calls.append(1)
         if len(calls) == 8:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return real_clip(params, max_norm)
 
-    monkeypatch.setattr(train_mod, "clip_grad_norm_", clip_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(train_mod, "clip_grad_norm_", clip_then_stop)
+    with pytest.raises(stop):
         train(_cfg(text_file, tmp_path / "stop"))
     monkeypatch.undo()
     state = load_run(tmp_path / "stop").state
     assert state["iter"] == 8 and state["losses"] == straight["losses"][:8]  # the step in progress was completed
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # and Ctrl-C is Python's again
+    assert f"{said}: iteration 8 saved in" in capsys.readouterr().err
+    assert signal.getsignal(signum) is before  # and the signal's handler is what it was
     assert train(_cfg(text_file, tmp_path / "stop", resume=True))["losses"] == straight["losses"]
 
 

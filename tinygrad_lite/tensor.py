@@ -8,6 +8,8 @@ that maps g = dL/d(out) to one gradient per input. A Tensor made by an op keeps 
 Dtypes: Tensors never promote. Two Tensors in one op must have the same dtype (float32 + float64,
 or float32 + int64, is a TypeError naming both); plain data (Python numbers, lists, NumPy arrays)
 takes the Tensor's dtype, as PyTorch does with Python scalars. Integer Tensors never require grad.
+What is a float for integers (true division int / int, exp, log, sqrt, tanh, sigmoid, mean) gives the
+default float dtype, as in PyTorch: Tensor([1, 2]) / Tensor([2, 2]) is float32.
 """
 from __future__ import annotations
 
@@ -23,9 +25,19 @@ from .observe import RemovableHandle
 from .state import enable_grad, get_default_dtype, is_grad_enabled, no_grad, set_default_dtype  # noqa: F401
 
 
+def _floats(x):
+    """An integer Tensor in the default float dtype; anything else as it is (true division's operand)."""
+    return x._float() if isinstance(x, Tensor) else x
+
+
 # ------------------------------------------------------------------ Tensor
 class Tensor:
-    """An n-dimensional array with reverse-mode automatic differentiation."""
+    """An n-dimensional array with reverse-mode automatic differentiation.
+
+    Tensor(data, requires_grad=False, dtype=None): `data` is a number, a nested list, a NumPy array or a Tensor.
+    dtype=None gives float data the default float dtype (float32; set_default_dtype changes it), whatever its
+    own: Tensor(np.ones(2, np.float64)) is float32, where PyTorch's torch.tensor keeps float64; pass
+    dtype=np.float64 (or set_default_dtype(np.float64)) to keep it. Integer and bool data keep their dtype."""
 
     __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "_hooks", "_retain", "__weakref__")
     __array_ufunc__ = None  # make `ndarray * Tensor` call Tensor.__rmul__
@@ -125,19 +137,25 @@ class Tensor:
         data = np.random.default_rng(seed).standard_normal(shape)
         return cls(data, requires_grad=requires_grad, dtype=dtype)
 
+    def _float(self) -> "Tensor":
+        """This tensor, or for integer data its values in the default float dtype: int / int, sqrt(int), the mean
+        of ints are floats, as in PyTorch."""
+        return self if self.dtype.kind == "f" else self.astype(get_default_dtype())
+
     def _lift(self, other) -> "Tensor":
         """The other operand of a binary op as a Tensor, by the dtype rule in this module's docstring."""
         if isinstance(other, Tensor):
             if other.dtype != self.dtype and "f" in (self.dtype.kind, other.dtype.kind):
+                floats = [d for d in (self.dtype, other.dtype) if d.kind == "f"]  # an int side becomes the float one
                 raise TypeError(f"dtype mismatch: {self.dtype} and {other.dtype}; tinygrad_lite never promotes "
-                                f"silently: cast one side explicitly, e.g. t.astype(np.{self.dtype})")
+                                f"silently: cast one side explicitly, e.g. t.astype(np.{floats[0]})")
             return other
         arr = np.asarray(other)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot combine a Tensor with {type(other).__name__} (dtype {arr.dtype})")
         if self.dtype.kind != "f" and arr.dtype.kind == "f":
             raise TypeError(f"float data ({arr.dtype}) with an integer Tensor ({self.dtype}): cast the Tensor "
-                            f"first, e.g. t.astype(np.float32)")
+                            f"first, e.g. t.astype(np.{get_default_dtype()})")
         return Tensor(arr, dtype=self.dtype if self.dtype.kind == "f" or arr.dtype.kind != "b" else arr.dtype)
 
     # ------------------------------------------------------ operators (the ops are below)
@@ -147,8 +165,8 @@ class Tensor:
     def __rsub__(self, other): return Sub.apply(self._lift(other), self)
     def __mul__(self, other): return Mul.apply(self, self._lift(other))
     def __rmul__(self, other): return Mul.apply(self._lift(other), self)
-    def __truediv__(self, other): return Div.apply(self, self._lift(other))
-    def __rtruediv__(self, other): return Div.apply(self._lift(other), self)
+    def __truediv__(self, other): return Div.apply(self._float(), self._float()._lift(_floats(other)))
+    def __rtruediv__(self, other): return Div.apply(self._float()._lift(other), self._float())
     def __pow__(self, other): return Pow.apply(self, self._lift(other))
     def __rpow__(self, other): return Pow.apply(self._lift(other), self)
     def __neg__(self): return Neg.apply(self)
@@ -160,12 +178,12 @@ class Tensor:
         check_matmul(a.shape, b.shape)
         return MatMul.apply(a, b)
 
-    def exp(self): return Exp.apply(self)
-    def log(self): return Log.apply(self)
-    def tanh(self): return Tanh.apply(self)
-    def sqrt(self): return Sqrt.apply(self)
+    def exp(self): return Exp.apply(self._float())
+    def log(self): return Log.apply(self._float())
+    def tanh(self): return Tanh.apply(self._float())
+    def sqrt(self): return Sqrt.apply(self._float())
     def relu(self): return ReLU.apply(self)
-    def sigmoid(self): return Sigmoid.apply(self)
+    def sigmoid(self): return Sigmoid.apply(self._float())
     def abs(self): return Abs.apply(self)
     def astype(self, dtype): return self if np.dtype(dtype) == self.dtype else Cast.apply(self, np.dtype(dtype))
 
@@ -175,7 +193,7 @@ class Tensor:
     def mean(self, axis=None, keepdims: bool = False) -> "Tensor":
         axes = normalize_axes(axis, self.ndim)
         n = int(np.prod([self.shape[i] for i in axes]))
-        return self.sum(axes, keepdims) * (1.0 / n if n else np.nan)  # mean = sum / n
+        return self._float().sum(axes, keepdims) * (1.0 / n if n else np.nan)  # mean = sum / n
 
     def var(self, axis=None, keepdims: bool = False, ddof: int = 0) -> "Tensor":
         axes = normalize_axes(axis, self.ndim)

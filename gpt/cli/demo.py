@@ -12,7 +12,6 @@ tutorial's (GPTConfig.from_dict), e.g. the "LLMs from scratch" GPT-2:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import time
@@ -25,6 +24,7 @@ TEXTS = ("Every effort moves you", "Every day holds a")
 
 
 def register(subparsers) -> None:
+    from . import integer
     from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("demo", help="forward + backward of GPT-2 on two sentences, with parameter counts",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,40 +35,31 @@ def register(subparsers) -> None:
                    help="the model as a JSON object of GPTConfig fields, ours or a tutorial's spelling "
                         "(context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias; d_model, d_ff, max_len); "
                         "instead of --preset")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weight init, an int >= 0 (default 0)")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the weight init, an int >= 0 (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import GPTConfig
+    from . import read_model_config
     from ..errors import UsageError
+    from ..memory import backward_bytes, require
     if args.seed < 0:
         raise UsageError(f"--seed must be an int >= 0, got {args.seed}")
-    if args.config is None:
-        preset = args.preset or "gpt2"
-        demo(GPTConfig.from_preset(preset), seed=args.seed, name=preset)
-        return 0
-    if args.preset is not None:
+    if args.config is not None and args.preset is not None:
         raise UsageError("--config and --preset both describe the model: give one of them")
-    demo(read_config(args.config), seed=args.seed, name=Path(args.config).name)
+    if args.config is None:
+        config, name, source = GPTConfig.from_preset(args.preset or "gpt2"), args.preset or "gpt2", "--preset"
+    else:
+        config, name, source = read_model_config(args.config)[0], Path(args.config).name, "--config"
+    T = min(len(TEXTS[0]), config.block_size)  # at most a token per character
+    try:
+        require(backward_bytes(config, len(TEXTS), T, np.dtype(np.float32).itemsize), "its model",
+                "give a smaller n_layer, n_embd or vocab_size")
+        demo(config, seed=args.seed, name=name)
+    except UsageError as e:
+        raise UsageError(f"{source} {args.config or name}: {e}") from None
     return 0
-
-
-def read_config(file: str):
-    """The GPTConfig of the JSON file `file` (GPTConfig.from_dict), or a UsageError naming it."""
-    from ..config import GPTConfig
-    from ..errors import UsageError
-    expected = "a JSON object of GPTConfig fields (e.g. {\"n_layer\": 2, \"emb_dim\": 64})"
-    try:
-        d = json.loads(Path(file).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # missing, unreadable, not UTF-8, not JSON
-        raise UsageError(f"--config {file}: cannot read it as JSON ({e}); expected {expected}") from None
-    if not isinstance(d, dict):
-        raise UsageError(f"--config {file}: holds a JSON {type(d).__name__}, expected {expected}")
-    try:
-        return GPTConfig.from_dict(d)
-    except (ValueError, TypeError) as e:  # an unknown key, two spellings of one field, a bad value
-        raise UsageError(f"--config {file}: {e}") from None
 
 
 def tokenize(vocab_size: int) -> tuple[np.ndarray, str]:
@@ -78,6 +69,10 @@ def tokenize(vocab_size: int) -> tuple[np.ndarray, str]:
         tok, kind = get_tokenizer("gpt2"), "GPT-2 BPE (tiktoken)"
     else:
         tok, kind = get_tokenizer("char", text="".join(TEXTS)), "characters"
+        if tok.n_vocab > vocab_size:
+            from ..errors import UsageError
+            raise UsageError(f"vocab_size {vocab_size} is less than the {tok.n_vocab} characters of the demo's "
+                             f"sentences {' / '.join(TEXTS)}: give a vocab_size of at least {tok.n_vocab}")
     ids = [tok.encode(t) for t in TEXTS]
     T = min(len(i) for i in ids)  # crop to a common length so they stack into one batch
     return np.array([i[:T] for i in ids], dtype=np.int64), kind
@@ -130,10 +125,13 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
     from ..model import GPT
 
     t_start = time.perf_counter()
-    idx, kind = tokenize(config.vocab_size)
+    tokens, kind = tokenize(config.vocab_size)
+    idx = tokens[:, :config.block_size]  # the model's context; the token after it is still a target
     out(f"Input ({kind}), batch of {idx.shape[0]}:")
-    for text, row in zip(TEXTS, idx):
+    for text, row in zip(TEXTS, tokens):
         out(f"  {text!r:26} -> {row.tolist()}")
+    if idx.shape[1] < tokens.shape[1]:
+        out(f"(cut to the model's context, block_size {config.block_size}: the first {idx.shape[1]} of each)")
     out(f"idx: shape {idx.shape}, dtype {idx.dtype}")
 
     t0 = time.perf_counter()
@@ -165,8 +163,9 @@ def demo(config, seed: int = 0, name: str = "", out: Callable[[str], None] = pri
     logits = model(idx)
     t_fwd = time.perf_counter() - t0
     out(f"\nForward: logits shape {logits.shape}, dtype {logits.dtype} ({t_fwd:.2f} s, {engine.running()})")
-    # next-token loss: position t predicts token t+1, so the last position has no target here
-    loss = F.cross_entropy(logits[:, :-1], idx[:, 1:])
+    # next-token loss: position t predicts token t+1 (the last position has a target only when the input was cut)
+    targets = tokens[:, 1:idx.shape[1] + 1]
+    loss = F.cross_entropy(logits[:, :targets.shape[1]], targets)
     ln_v = math.log(config.vocab_size)
     out(f"Loss at init: {loss.item():.4f}   (ln {config.vocab_size} = {ln_v:.4f}, a uniform guess)")
 

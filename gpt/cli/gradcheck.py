@@ -36,20 +36,21 @@ from . import engine
 
 
 def register(subparsers) -> None:
+    from . import integer
     from ..config import PRESETS  # light: no numpy model code
     p = subparsers.add_parser("gradcheck", help="finite-difference check of every parameter's gradient (float64)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="GPTConfig preset (default tiny)")
-    p.add_argument("--n-layer", type=int, default=None, metavar="L", help="override the preset's number of blocks")
-    p.add_argument("--seed", type=int, default=0, help="seed of the init, the noise, the batch, the directions")
-    p.add_argument("--batch-size", type=int, default=2, metavar="B", help="sequences in the batch (default 2)")
-    p.add_argument("--seq-len", type=int, default=8, metavar="T", help="tokens per sequence (default 8)")
+    p.add_argument("--n-layer", type=integer, default=None, metavar="L", help="override the preset's number of blocks")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the init, the noise, the batch, the directions")
+    p.add_argument("--batch-size", type=integer, default=2, metavar="B", help="sequences in the batch (default 2)")
+    p.add_argument("--seq-len", type=integer, default=8, metavar="T", help="tokens per sequence (default 8)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--fast", dest="full", action="store_false", default=False,
                       help="random projections per parameter (default)")
     mode.add_argument("--full", dest="full", action="store_true", help="check every entry of every parameter")
-    p.add_argument("--projections", type=int, default=2, metavar="K", help="random directions per parameter (fast)")
-    p.add_argument("--full-max", type=int, default=64, metavar="N",
+    p.add_argument("--projections", type=integer, default=2, metavar="K", help="random directions per parameter (fast)")
+    p.add_argument("--full-max", type=integer, default=64, metavar="N",
                    help="fast mode: also check entry by entry the parameters with at most N entries, and at most N "
                         "entries of a parameter whose projection failed (default 64)")
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
@@ -209,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import PRESETS, GPTConfig
     from ..errors import RunFailed
+    from ..memory import backward_bytes, require
     from ..model import GPT
     from ..report import aliases
 
@@ -216,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"dropout": 0.0} | ({"n_layer": args.n_layer} if args.n_layer is not None else {})
     config = GPTConfig.from_preset(args.preset, **overrides)
     B, T = args.batch_size, args.seq_len
+    require(backward_bytes(config, B, T, np.dtype(np.float64).itemsize), f"the check (float64, --n-layer "
+            f"{config.n_layer}, --batch-size {B}, --seq-len {T})", "give a smaller --batch-size, --seq-len or "
+            "--n-layer")  # before the model or the batch is made
     rng = np.random.default_rng(args.seed)
     model = GPT(config, seed=args.seed, dtype=np.float64).eval()
     for p in model.parameters():  # off the init: LayerNorm weights != 1, biases != 0

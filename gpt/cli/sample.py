@@ -10,10 +10,11 @@ run (RUN/ckpt-...), or a folder in the Hugging Face GPT-2 layout (config.json + 
 huggingface_hub: pip install -e ".[hub]") or such a local folder. The tokenizer is the one the run
 was trained with; a Hugging Face model with GPT-2's 50257-token vocabulary uses GPT-2's.
 
-The prompt is printed, then each token as it is made (stdout). When stdout is not a terminal (say,
+The prompt is printed, then each token as it is made (stdout); only the model's context is held, so
+any --max-new-tokens streams (1e20: until Ctrl-C). When stdout is not a terminal (say,
 redirected to a file) but stderr is, a progress bar there shows how far sampling is (--no-progress:
 none). A checkpoint whose weights are not finite (a diverged run) or whose files do not match their
-recorded sha256 is refused.
+recorded sha256 is refused; a damaged optimizer.safetensors, which sampling does not read, is a warning.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ PROGRESS_DELAY = 1.0  # seconds before the progress bar appears: short samples g
 
 
 def register(subparsers) -> None:
+    from . import integer
     p = subparsers.add_parser("sample", help="generate text from a trained checkpoint or GPT-2's weights",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -37,16 +39,16 @@ def register(subparsers) -> None:
     p.add_argument("--best", dest="which", action="store_const", const="best", default="latest",
                    help="with a run folder: its best checkpoint (train --save-best) instead of its latest")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200, metavar="N", help="tokens to generate (default: 200)")
+    p.add_argument("--max-new-tokens", type=integer, default=200, metavar="N", help="tokens to generate (default: 200)")
     p.add_argument("--temperature", type=float, default=0.8, metavar="T",
                    help="softmax temperature; 0 = greedy (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=None, metavar="K",
+    p.add_argument("--top-k", type=integer, default=None, metavar="K",
                    help="sample only from the K most likely tokens (0 or omitted: no top-k filtering)")
     p.add_argument("--top-p", type=float, default=None, metavar="P",
                    help="sample only from the smallest set of tokens whose probability reaches P (nucleus)")
-    p.add_argument("--seed", type=int, default=None, metavar="S",
+    p.add_argument("--seed", type=integer, default=None, metavar="S",
                    help="random seed, an int >= 0 (default: fresh randomness)")
-    p.add_argument("--num-samples", type=int, default=1, metavar="N",
+    p.add_argument("--num-samples", type=integer, default=1, metavar="N",
                    help="independent samples, printed one after another (default: 1)")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="end a sample at the end-of-text token (GPT-2's <|endoftext|>, id 50256)")
@@ -102,7 +104,8 @@ def _tokenizer_of(state: dict, vocab_size: int, where: str):
 
 def load_model(ckpt: str | None = None, model: str | None = None, need_tokenizer: bool = True,
                which: str = "latest"):
-    """(model, tokenizer or None, description, weights file) for --ckpt DIR or --model NAME_OR_DIR.
+    """(model, tokenizer or None, description, weights file, training state or {}) for --ckpt DIR or --model
+    NAME_OR_DIR (the state of a training checkpoint: its config, data and tokenizer; {} for Hugging Face's).
 
     Raises UsageError (gpt.checkpoint.CheckpointError for a missing or damaged training checkpoint)
     naming the flag and the file.
@@ -131,13 +134,15 @@ def load_model(ckpt: str | None = None, model: str | None = None, need_tokenizer
         if _is_hf_folder(path):
             m, where, spec_file = _from_pretrained(ckpt, "--ckpt"), path / "model.safetensors", path / "tokenizer_spec.json"
         else:
-            c = load(path, which)  # CheckpointError names the missing or damaged file
+            c = load(path, which, optimizer=False)  # CheckpointError names the missing or damaged file
+            for warning in c.warnings:  # a damaged optimizer.safetensors: sampling does not need it
+                print(f"warning: {warning}", file=sys.stderr)
             if c.note:  # latest.json lost: the newest complete checkpoint
                 print(f"note: {c.note}", file=sys.stderr)
             m = c.model()
             where = Path(c.path) / "model.safetensors"
             tok = _tokenizer_of(c.state, m.config.vocab_size, f"--ckpt {c.path}") if need_tokenizer else None
-            return m, tok, f"checkpoint {c.path}", where
+            return m, tok, f"checkpoint {c.path}", where, c.state
     tok = None
     if need_tokenizer:
         state = {}
@@ -148,7 +153,7 @@ def load_model(ckpt: str | None = None, model: str | None = None, need_tokenizer
                 raise UsageError(f"{spec_file}: not a readable tokenizer spec: {e}") from None
         tok = _tokenizer_of(state, m.config.vocab_size, what)
     name = model if model is not None else ckpt
-    return m, tok, f"Hugging Face {'folder' if os.path.isdir(name) else 'model'} {name}", where
+    return m, tok, f"Hugging Face {'folder' if os.path.isdir(name) else 'model'} {name}", where, {}
 
 
 def non_finite_parameters(model) -> list[str]:
@@ -207,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                     "top_k": "an int >= 0 (0: no top-k filtering)"}.get(e.name, e.expected)
         raise UsageError(f"--{e.name.replace('_', '-')} must be {expected}, got {e.value!r}") from None
 
-    model, tok, what, weights = load_model(args.ckpt, args.model, which=args.which)
+    model, tok, what, weights, _ = load_model(args.ckpt, args.model, which=args.which)
     bad = non_finite_parameters(model)
     if bad:
         shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")

@@ -8,12 +8,16 @@ Examples:
     python -m gpt train --workers 1                      # one process (default: each batch split over one per core)
     python -m gpt train --data input.txt --tokenizer gpt2 --out out/mine
     python -m gpt train --init-from gpt2 --block-size 128 --lr 3e-5 --max-iters 200 --out out/ft   # fine-tune
+    python -m gpt train --config gpt_config.json --out out/mine  # a tutorial's model dictionary (see demo --config)
 
 The defaults are nanoGPT's CPU run on character-level Shakespeare (val loss about 1.90 after 2000
 iterations). The run folder (--out) gets a checkpoint at every evaluation (the model, the optimizer,
 the training state; the previous one is replaced only once the new one is complete), and
-metrics.json at the end. Ctrl-C saves a checkpoint and stops (exit status 130); `--resume` continues
-the run: options not given on the command line keep the values the run was started with.
+metrics.json at the end. Ctrl-C saves a checkpoint and stops (exit status 130), SIGTERM too (143);
+`--resume` continues the run: options not given on the command line keep the values the run was
+started with, its learning-rate schedule included (more --max-iters run at --min-lr past the decay;
+give --lr-decay-iters to stretch it), and on another number of MPI ranks its global batch (with
+--grad-accum or a smaller --batch-size, said) unless --batch-size or --grad-accum is given.
 """
 from __future__ import annotations
 
@@ -71,6 +75,7 @@ _INVOCATION = ("resume", "allow_data_change", "overwrite", "progress", "workers"
 
 def register(subparsers) -> None:
     from ..train import TrainConfig  # the defaults shown in --help are TrainConfig's
+    from . import integer
 
     defaults = TrainConfig()
     p = subparsers.add_parser("train", help="train a GPT on a text (Tiny Shakespeare by default)", description=__doc__,
@@ -81,11 +86,16 @@ def register(subparsers) -> None:
         for flag, name, kind, text in options:
             default = getattr(source, name)
             shown = "" if default is None or "(default:" in text else f" (default: {default})"
-            g.add_argument(flag, dest=name, type=kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
+            g.add_argument(flag, dest=name, type=integer if kind is int else kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
                            default=argparse.SUPPRESS, help=text + shown)
         if group == "model":
             g.add_argument("--bias", dest="bias", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                            help=f"biases in the Linear and LayerNorm layers (default: {defaults.model.bias})")
+            g.add_argument("--config", metavar="FILE.json",
+                           help="the model as a JSON object of GPTConfig fields, ours or a tutorial's spelling, as "
+                                "demo --config takes it (the flags above override its fields); its vocab_size picks "
+                                "the tokenizer unless --tokenizer is given (50257: gpt2, else char), and the model's "
+                                "vocabulary is the tokenizer's")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--allow-data-change", dest="allow_data_change", action="store_true", default=argparse.SUPPRESS,
                    help="with --resume: continue on --data even though it is not the text the run was trained on "
@@ -103,14 +113,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import World
+    from ..distributed import World, keep_global_batch
     from ..errors import UsageError
     from ..train import TrainConfig, load_run, train
+    from . import read_model_config
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     model_names = {name for _, name, _, _ in _MODEL_OPTIONS} | {"bias"}
     given = {k: v for k, v in vars(args).items() if k in names}
     model_given = {k: v for k, v in vars(args).items() if k in model_names}
+    for other in ("resume", "init_from"):
+        if args.config is not None and given.get(other):
+            raise UsageError(f"--config describes a new model; --{other.replace('_', '-')} takes the model "
+                             f"{'of the run in --out' if other == 'resume' else 'of GPT-2'}: give one of them")
     if args.resume and "init_from" in given:
         raise UsageError("--init-from starts a new run from GPT-2's weights; --resume continues the run in --out "
                          "from its own weights: give one of them")
@@ -120,16 +135,27 @@ def run(args: argparse.Namespace) -> int:
                          f"and --dropout can be set with it")
     world = World.from_environment()  # under mpiexec: rank 0 reads the run folder and alone prints
     ckpt, base, start = None, {}, TrainConfig().model  # a new run starts from the defaults
+    if args.config is not None:  # ... or from the file's model
+        start, written = read_model_config(args.config)
+        if "tokenizer" not in given and "vocab_size" in written:
+            base["tokenizer"] = "gpt2" if start.vocab_size == 50257 else "char"
     if args.resume:  # a resumed one from its own values
         ckpt = world.on_main(lambda: load_run(given.get("out", TrainConfig.out)))
         saved = TrainConfig.from_dict(ckpt.state["config"])
         base = {f.name: getattr(saved, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _INVOCATION}
         start = saved.model
+        if "lr_decay_iters" not in given:  # --max-iters alone continues the run's schedule (decay and warmup)
+            base.update(lr_decay_iters=saved.decay_iters, warmup_iters=given.get("warmup_iters", saved.warmup))
+        if "batch_size" not in given and "grad_accum" not in given:  # on another number of ranks: the same steps
+            ranks = ckpt.state.get("ranks", 1)
+            kept = keep_global_batch(ranks * saved.grad_accum * saved.batch_size, world.size, saved.batch_size)
+            if kept is not None and ranks != world.size:
+                base.update(batch_size=kept[0], grad_accum=kept[1])
     model = _model_config({**dataclasses.asdict(start), **model_given})
     cfg = TrainConfig(**{**base, **given, "model": model})
     metrics = train(cfg, resume_from=ckpt)  # Ctrl-C: train() saves, then gpt.cli.main exits 130
     if world.is_main:
-            print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
+        print(f"iters {metrics['iters']}  train loss {metrics['train_loss']:.4f}  val loss {metrics['val_loss']:.4f}  "
               f"{metrics['seconds']:.1f} s  {metrics['tokens_per_second']:,.0f} tokens/s  -> {cfg.out}")
     return 0
 

@@ -312,7 +312,8 @@ def _stop(procs: list, conns: list) -> None:
 # ------------------------------------------------------------------ the worker process
 def _serve() -> None:
     """A worker's life: map the shared block, rebuild the model on it, then answer the parent's calls."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; the parent stops us
+    for stop in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C and SIGTERM (to a whole process group) are the
+        signal.signal(stop, signal.SIG_IGN)  # parent's to handle; the parent stops us
     sock, fd, w, n = (int(v) for v in os.environ["TINYGRAD_LITE_WORKER"].split(","))
     conn = Connection(sock)
     reuse_freed_memory()

@@ -140,10 +140,9 @@ def backward(ctx, g):
 LAYER_NORM_NO_MEAN = """
 @staticmethod
 def backward(ctx, g):
-    x, weight, bias = ctx.saved_tensors
-    xc = x - x.mean(-1, keepdims=True)
-    rstd = ((xc * xc).mean(-1, keepdims=True) + ctx.eps) ** -0.5
-    xhat = xc * rstd
+    x, weight, bias, xhat, rstd = ctx.saved_tensors
+    if is_grad_enabled():
+        xhat, rstd = normalized(x, ctx.eps)
     gx = g if weight is None else g * weight
     C = x.shape[-1]
     dw = (g * xhat).reshape(-1, C).sum(0) if weight is not None else None
@@ -180,28 +179,29 @@ def forward(ctx, g, index, shape: tuple):
 CROSS_ENTROPY_IGNORED = """
 @staticmethod
 def backward(ctx, g):
-    (logits,) = ctx.saved_tensors
+    logits, e, s = ctx.saved_tensors
     N, V = logits.shape
+    p = softmax(logits, -1) if is_grad_enabled() else e / s
     w = g if ctx.reduction == "none" else g.reshape(1).broadcast_to((N,))
     if ctx.reduction == "mean":
         w = w * (1.0 / max(ctx.n_valid, 1))
-    return softmax(logits, -1) * w.reshape(N, 1) - IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V)), None, None, None
+    return p * w.reshape(N, 1) - IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V)), None, None, None
 """
 GELU_ONE_TERM = """
 @staticmethod
 def backward(ctx, g):
-    (x,) = ctx.saved_tensors
-    t = (_GELU_C * (x + _GELU_A * x * x * x)).tanh()
+    x, t = ctx.saved_tensors
+    if is_grad_enabled():
+        xc = _clip(x, _GELU_CLIP)
+        t = (_GELU_C * (xc + _GELU_A * xc * xc * xc)).tanh()
     return g * (0.5 * (1 + t)), None
 """
 ATTENTION_NO_SCALE = """
 @staticmethod
 def backward(ctx, g):
-    q, k, v = ctx.saved_tensors
-    s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.swapaxes(-1, -2)
-    if ctx.causal:
-        s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
-    p = softmax(s, -1)
+    q, k, v, p = ctx.saved_tensors
+    if is_grad_enabled():
+        p = softmax(attention_scores(q, k, ctx.causal), -1)
     dp = g @ v.swapaxes(-1, -2)
     ds = p * (dp - (dp * p).sum(-1, keepdims=True))
     return (unbroadcast(ds @ k, q.shape), unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape),
@@ -304,7 +304,7 @@ DIFFERENT = [  # correct backward passes written otherwise than the engine's
     ("layer_norm", "LayerNorm.backward", """
         @staticmethod
         def backward(ctx, g):
-            x, w, b = ctx.saved_tensors
+            x, w, b = ctx.saved_tensors[:3]  # recomputed from x whether or not the backward is recorded
             C = x.shape[-1]
             mu = x.sum(-1, keepdims=True) / C
             var = ((x - mu) ** 2).sum(-1, keepdims=True) / C
@@ -352,11 +352,8 @@ def test_a_forward_that_keeps_other_things_on_ctx_passes_also_in_fast_mode(solut
         @staticmethod
         def forward(ctx, q, k, v, causal, keep):
             ctx.scale, ctx.causal, ctx.keep = 1.0 / math.sqrt(q.shape[-1]), causal, keep
-            s = np.matmul(q, np.swapaxes(k, -1, -2)) * ctx.scale
-            if causal:
-                s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
-            e, _, z = shifted_exp(s, -1)
-            ctx.save_for_backward(q, k, v)
+            e, _, z = shifted_exp(attention_scores(q, k, causal), -1)
+            ctx.save_for_backward(q, k, v, e / z)
             return np.matmul(e / z if keep is None else e / z * keep, v)
         """)
     source = path.read_text(encoding="utf-8")
@@ -464,7 +461,7 @@ def test_the_gpt_task_fails_when_an_op_passes_its_cases_but_trains_differently(s
     plant(folder / "10_layer_norm.py", "LayerNorm.backward", """
         @staticmethod
         def backward(ctx, g):
-            x, weight, bias = ctx.saved_tensors
+            x, weight, bias, _, _ = ctx.saved_tensors
             C = x.shape[-1]
             xhat = (x - x.mean(-1, keepdims=True)) * ((x.var(-1, keepdims=True) + ctx.eps) ** -0.5)
             gx = g if weight is None else g * weight

@@ -274,6 +274,65 @@ def test_a_backward_that_cuts_the_graph_fails_gradgradcheck(solutions, tmp_path)
             return Tensor(unbroadcast(g * b, a.shape).data), Tensor(unbroadcast(g * a, b.shape).data)
         """)
     assert g.status == "FAIL" and "their own derivatives are wrong (gradgradcheck" in g.summary, g.summary
+    assert g.details[1].endswith("going through .data or NumPy cuts the graph"), g.details
+
+
+SAVED_CONSTANTS = [  # the engine's backward without its `if is_grad_enabled():` recomputation
+    ("layer_norm", "LayerNorm.backward", "xhat, rstd", """
+        @staticmethod
+        def backward(ctx, g):
+            x, weight, bias, xhat, rstd = ctx.saved_tensors
+            gx = g if weight is None else g * weight
+            C = x.shape[-1]
+            dx = rstd * (gx - gx.mean(-1, keepdims=True) - xhat * (gx * xhat).mean(-1, keepdims=True))
+            return (dx, None if weight is None else (g * xhat).reshape(-1, C).sum(0),
+                    None if bias is None else g.reshape(-1, C).sum(0), None)
+        """),
+    ("cross_entropy", "CrossEntropy.backward", "e, s", """
+        @staticmethod
+        def backward(ctx, g):
+            logits, e, s = ctx.saved_tensors
+            N, V = logits.shape
+            w = g if ctx.reduction == "none" else g.reshape(1).broadcast_to((N,))
+            if ctx.reduction == "mean":
+                w = w * (1.0 / max(ctx.n_valid, 1))
+            w = w * ctx.valid
+            return e / s * w.reshape(N, 1) - IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V)), None, None, None
+        """),
+    ("gelu", "GELU.backward", "t", """
+        @staticmethod
+        def backward(ctx, g):
+            x, t = ctx.saved_tensors
+            xc = _clip(x, _GELU_CLIP)
+            return g * (0.5 * (1 + t)) * (1 + xc * (1 - t) * (_GELU_C + 3 * _GELU_C * _GELU_A * xc * xc)), None
+        """),
+    ("attention", "Attention.backward", "p", """
+        @staticmethod
+        def backward(ctx, g):
+            q, k, v, p = ctx.saved_tensors
+            scale = 1.0 / math.sqrt(q.shape[-1])
+            pd = p if ctx.keep is None else p * ctx.keep
+            dp = g @ v.swapaxes(-1, -2)
+            dp = dp if ctx.keep is None else dp * ctx.keep
+            ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+            return (unbroadcast(ds @ k, q.shape) * scale, unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape) * scale,
+                    unbroadcast(pd.swapaxes(-1, -2) @ g, v.shape), None, None)
+        """),
+]
+
+
+@pytest.mark.parametrize("task, qualname, names, code", SAVED_CONSTANTS, ids=[m[0] for m in SAVED_CONSTANTS])
+def test_the_forwards_saved_values_used_in_a_recorded_backward_are_diagnosed(solutions, tmp_path, task, qualname,
+                                                                             names, code):
+    """Right gradients, wrong second derivatives: the saved values are constants when the backward is recorded."""
+    g = verdict(task, copy_of(solutions[0], tmp_path), qualname, code)
+    assert (g.status, g.summary) == ("FAIL", f"{qualname}: your backward gives the right gradients, but their own "
+                                             f"derivatives are wrong (gradgradcheck differentiates your backward's "
+                                             f"Tensor ops)"), (g.summary, g.details)
+    assert g.details[0].startswith("case: ")
+    assert g.details[1].startswith(f"the forward's {names} used in a recorded backward: saved, "), g.details
+    assert "when is_grad_enabled() is False (a plain backward); when it is True, recompute" in g.details[1]
+    assert g.details[2].startswith("gradient mismatch for input ")
 
 
 def test_a_backward_in_numpy_passes_without_gradgradcheck(solutions, tmp_path):
@@ -315,6 +374,43 @@ DIFFERENT = [  # correct backward passes written otherwise than the engine's
             rows = g.reshape(-1, C)
             return (dx, None if w is None else (xhat.reshape(-1, C) * rows).sum(0),
                     None if b is None else rows.sum(0), None)
+        """),
+    ("cross_entropy", "CrossEntropy.backward", """
+        @staticmethod
+        def backward(ctx, g):
+            logits = ctx.saved_tensors[0]  # the softmax recomputed from the logits, recorded or not
+            N, V = logits.shape
+            w = (g if ctx.reduction == "none" else g * np.ones(N)) * ctx.valid
+            if ctx.reduction == "mean":
+                w = w / max(ctx.n_valid, 1)
+            onehot = Tensor(np.eye(V)[ctx.t], dtype=logits.dtype)
+            return (softmax(logits, -1) - onehot) * w.reshape(N, 1), None, None, None
+        """),
+    ("gelu", "GELU.backward", """
+        @staticmethod
+        def backward(ctx, g):
+            x, t = ctx.saved_tensors
+            x = _clip(x, _GELU_CLIP)
+            if is_grad_enabled():
+                t = (_GELU_C * (x + _GELU_A * x ** 3)).tanh()
+            dt = (1 - t * t) * _GELU_C * (1 + 3 * _GELU_A * x * x)  # the chain rule, then the product rule
+            return g * (0.5 * (1 + t) + 0.5 * x * dt), None
+        """),
+    ("attention", "Attention.backward", """
+        @staticmethod
+        def backward(ctx, g):
+            q, k, v = ctx.saved_tensors[:3]  # p recomputed from q and k, recorded or not
+            (tq, D), tk = q.shape[-2:], k.shape[-2]
+            s = q @ k.swapaxes(-1, -2) / math.sqrt(D)
+            if ctx.causal:  # query i sits at position i + tk - tq and sees the keys up to there
+                s = s + Tensor(np.triu(np.full((tq, tk), -np.inf), tk - tq + 1), dtype=s.dtype)
+            p = softmax(s, -1)
+            pd = p if ctx.keep is None else p * ctx.keep
+            dp = g @ v.swapaxes(-1, -2)
+            dp = dp if ctx.keep is None else dp * ctx.keep
+            ds = (dp - (dp * p).sum(-1, keepdims=True)) * p / math.sqrt(D)
+            return (unbroadcast(ds @ k, q.shape), unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape),
+                    unbroadcast(pd.swapaxes(-1, -2) @ g, v.shape), None, None)
         """),
     ("sum_mean", "Sum.backward", """
         @staticmethod
@@ -362,6 +458,26 @@ def test_a_forward_that_keeps_other_things_on_ctx_passes_also_in_fast_mode(solut
     with fast.enabled():
         g = grade(find("attention"), folder)
     assert g.status == "PASS", (g.summary, g.details)
+
+
+def test_the_saved_values_are_named_as_the_learners_forward_saves_them(solutions, tmp_path):
+    folder = copy_of(solutions[0], tmp_path)
+    path = folder / find("attention").filename
+    plant(path, "Attention.forward", """
+        @staticmethod
+        def forward(ctx, q, k, v, causal, keep):
+            e, _, z = shifted_exp(attention_scores(q, k, causal), -1)
+            probs = e / z
+            ctx.causal, ctx.keep = causal, keep
+            ctx.save_for_backward(q, k, v, probs)
+            return np.matmul(probs if keep is None else probs * keep, v)
+        """)
+    g = verdict("attention", folder, "Attention.backward", SAVED_CONSTANTS[-1][-1])
+    assert g.details[1].startswith("the forward's probs used in a recorded backward: saved, it is a constant"), \
+        g.details
+    source = Source.read(path)
+    assert source.saved_names("Attention", 4) == ["q", "k", "v", "probs"]
+    assert source.saved_names("Attention", 3) == [f"ctx.saved_tensors[{i}]" for i in range(3)]  # no call saves 3
 
 
 def test_a_stub_that_another_function_needs_leaves_it_waiting(solutions, tmp_path):

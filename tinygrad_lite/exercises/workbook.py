@@ -200,12 +200,13 @@ class Source:
     path: Path
     functions: dict  # qualified name -> (first line, last line)
     stubs: set  # the qualified names whose body is still `raise NotImplementedError(...)`
+    saves: dict  # qualified name -> the arguments of each of its ctx.save_for_backward(...) calls, as written
 
     @classmethod
     def read(cls, path: Path) -> "Source":
         """Parse the file; a SyntaxError is raised as is (the grader shows its line)."""
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        functions, stubs = {}, set()
+        functions, stubs, saves = {}, set(), {}
         for node in tree.body:
             members = [(f"{node.name}.", n) for n in node.body] if isinstance(node, ast.ClassDef) else [("", node)]
             for prefix, fn in members:
@@ -214,12 +215,26 @@ class Source:
                     functions[prefix + fn.name] = (first, fn.end_lineno)
                     if _is_stub(fn):
                         stubs.add(prefix + fn.name)
-        return cls(path, functions, stubs)
+                    saves[prefix + fn.name] = _saves(fn)
+        return cls(path, functions, stubs, saves)
 
     def who(self, lineno: int) -> str | None:
         """The qualified name of the innermost function holding that line."""
         holding = [(b - a, name) for name, (a, b) in self.functions.items() if a <= lineno <= b]
         return min(holding)[1] if holding else None
+
+    def saved_names(self, op_name: str, n: int) -> list[str]:
+        """What op_name.forward saves, as written in its one save_for_backward call of n values (["x", "t"]); else
+        ctx.saved_tensors[i] for each."""
+        fits = {tuple(args) for args in self.saves.get(f"{op_name}.forward", []) if len(args) == n}
+        return list(fits.pop()) if len(fits) == 1 else [f"ctx.saved_tensors[{i}]" for i in range(n)]
+
+
+def _saves(fn: ast.FunctionDef) -> list[list[str]]:
+    """The arguments of each `ctx.save_for_backward(...)` call in fn, as written (none starred)."""
+    calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "save_for_backward" and not any(isinstance(a, ast.Starred) for a in n.args)]
+    return [[ast.unparse(a) for a in call.args] for call in calls]
 
 
 def _is_stub(fn: ast.FunctionDef) -> bool:

@@ -19,7 +19,11 @@ import pytest
 from tinygrad_lite import fast
 from tinygrad_lite.exercises import FILE_TASKS, TASKS, check, find, grade, start
 from tinygrad_lite.exercises.gpt_task import grade_gpt
+from tinygrad_lite.backprop import toposort
+from tinygrad_lite.exercises.grade import cases
+from tinygrad_lite.exercises.plug import constants
 from tinygrad_lite.exercises.workbook import PROGRESS, Source, load, render
+from tinygrad_lite.tools.opcases import make_inputs, outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "tinygrad_lite.exercises"]
@@ -105,6 +109,38 @@ def test_a_stub_workbook_is_all_todo_and_each_class_is_the_engine_op(tmp_path):
             with pytest.raises(NotImplementedError, match=f"{op.name}.backward: not written yet"):
                 mine.backward(None, None)
     assert grade_gpt(find("gpt"), tmp_path / "wb", [grade(t, tmp_path / "wb") for t in FILE_TASKS]).status == "TODO"
+
+
+def test_every_engine_function_a_hint_calls_is_imported_in_its_file(tmp_path):
+    """A hint that says `normalized(x, ctx.eps)` or `attention_scores(q, k, causal)` is one the learner can run."""
+    from tinygrad_lite import functional, shapes, tensor
+    start(tmp_path / "wb")
+    engine = {name for m in (functional, shapes, tensor) for name, v in vars(m).items() if callable(v)}
+    for task in FILE_TASKS:
+        names = load(tmp_path / "wb" / task.filename).__dict__
+        hints = [h.text.hint for h in task.helpers] + [t.hint for op in task.ops for t in (op.forward, op.backward) if t]
+        called = {name for hint in hints for name in re.findall(r"(?<![.\w])([A-Za-z_]\w*)\(", hint)}
+        assert {name for name in called & engine if name not in names} == set(), task.name
+
+
+def test_each_hint_unpacks_ctx_saved_tensors_and_says_which_of_it_is_constant(solutions):
+    """What the engine's forward saves, found by running it: the hint names it, and for the values the forward
+    computed (constants to a recorded backward: layer norm's xhat, rstd, ...) teaches when to recompute them."""
+    for task in FILE_TASKS:
+        src = Source.read(solutions[0] / task.filename)
+        for op in task.ops:
+            row, case = cases(op)[0]
+            out = outputs(row.fn(*make_inputs(row, case, "contig"), **case.kw))[0]
+            ctx = next(t._ctx for t in toposort([out]) if t._ctx is not None and t._ctx.fn is op.cls)
+            saved, hint = ctx.saved_tensors, op.backward.hint
+            if not saved:
+                continue
+            names = src.saved_names(op.name, len(saved))
+            assert f"{f'({names[0]},)' if len(names) == 1 else ', '.join(names)} = ctx.saved_tensors" in hint, op.name
+            computed = [names[i] for i in constants(ctx, saved)]
+            lesson = ["when is_grad_enabled() is True", "recorded for second derivatives", "gradgradcheck checks this"]
+            assert all(words in hint for words in lesson + computed) if computed else "is_grad_enabled" not in hint, \
+                (op.name, computed)
 
 
 # ------------------------------------------------------------------ classic mistakes, planted

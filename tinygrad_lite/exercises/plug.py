@@ -110,7 +110,13 @@ class ProbedContext(Context):
     @property
     def saved_tensors(self) -> tuple:
         tensors = list(super().saved_tensors)
-        for i, t in enumerate(tensors):
-            if t is not None and t._ctx is None and not t.requires_grad and all(t is not x for x in self.inputs):
-                tensors[i] = self.leaves.setdefault(i, Tensor(t.data, requires_grad=True, dtype=t.dtype))
+        for i in constants(self, tensors):
+            tensors[i] = self.leaves.setdefault(i, Tensor(tensors[i].data, requires_grad=True, dtype=tensors[i].dtype))
         return tuple(tensors)
+
+
+def constants(ctx: Context, saved: tuple) -> list[int]:
+    """The positions in `saved` (ctx.saved_tensors) of the constants: what the forward computed and saved, neither
+    an input (given back as that input Tensor) nor the output (a Tensor of the graph)."""
+    return [i for i, t in enumerate(saved)
+            if t is not None and t._ctx is None and not t.requires_grad and all(t is not x for x in ctx.inputs)]

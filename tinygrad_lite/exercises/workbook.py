@@ -149,7 +149,8 @@ def render_readme() -> str:
         "is left, PASS, or FAIL with a diagnosis: the input whose gradient is wrong, its shape against the",
         "expected one, the largest error and where it is, and the classic mistake when it recognises it (a",
         "constant factor, a flipped sign, a missing sum over broadcast axes, a transposed gradient, the output",
-        "used where the input was meant, a missing term). An exception in your code is shown at your line.", "",
+        "used where the input was meant, a missing term, the forward's saved values used as constants in a",
+        "backward recorded for second derivatives). An exception in your code is shown at your line.", "",
         "Each task is graded on its own: the other ops are the engine's, so a task never needs another's code.",
         f"The last task, `{GPT_TASK.name}`, trains a small GPT with your ops in place of the engine's (each task that",
         "passes gives its ops) for 50 iterations, and compares the losses with the engine's.", "",
@@ -158,6 +159,11 @@ def render_readme() -> str:
         "- Return one gradient per forward argument, None for those that need none (an axis, a shape).",
         "- Write backward in Tensor ops (`g * b`, `g @ w.T`, `x.sum(...)`): it then works with",
         "  `create_graph=True`. A backward in NumPy passes too, but without the second-derivative check.",
+        "- `ctx.saved_tensors` gives back what the forward saved: an input as that input Tensor, the output as the",
+        "  output Tensor, and anything else the forward computed (layer norm's xhat and rstd, attention's p) as a",
+        "  constant. A constant is right for a plain backward; when `is_grad_enabled()` is True your backward is",
+        "  being recorded (`create_graph=True`), and such a value must be recomputed from the inputs in Tensor",
+        "  ops, so that it is differentiated too: gradgradcheck checks this.",
         f"- Your grades are kept in `{PROGRESS}` here; `{CLI} start <folder> --force`",
         "  writes the stubs again over every task file.", ""])
 

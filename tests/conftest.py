@@ -21,3 +21,13 @@ def math_engine_after_each_test():
     assert not fast.is_enabled(), "fast mode was on when a test started"
     yield
     fast.disable()
+
+
+@pytest.fixture(scope="session")
+def solutions(tmp_path_factory):
+    """The exercises: a workbook of the engine's own backward passes, and its grades (the GPT task's included),
+    graded once; a test that plants code into it works on a copy."""
+    from tinygrad_lite.exercises import check, start
+    folder = tmp_path_factory.mktemp("solutions") / "wb"
+    start(folder, with_solutions=True)
+    return folder, {g.task.name: g for g in check(folder)}

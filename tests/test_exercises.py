@@ -1,60 +1,36 @@
-"""The exercises: the reference solutions pass, every stub is independent of the others, each classic
-mistake planted into a solution is diagnosed with its sentence, a correct backward written differently
-passes, and the command line keeps its promises (no traceback, nothing written outside the workbook)."""
+"""The exercises: the reference solutions pass, every stub is independent of the others, the hints name what
+the learner can run, and the command line keeps its promises (no traceback, nothing written outside the
+workbook). The diagnoses of planted mistakes: test_exercises_diagnosis.py."""
 from __future__ import annotations
 
 import inspect
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from workbooks import copy_of, plant, verdict
 
 from tinygrad_lite import fast
-from tinygrad_lite.exercises import FILE_TASKS, TASKS, check, find, grade, start
+from tinygrad_lite.backprop import toposort
+from tinygrad_lite.exercises import FILE_TASKS, TASKS, find, grade, start
 from tinygrad_lite.exercises.gpt_task import grade_gpt
+from tinygrad_lite.exercises.grade import cases
+from tinygrad_lite.exercises.plug import constants
 from tinygrad_lite.exercises.workbook import PROGRESS, Source, load, render
+from tinygrad_lite.tools.opcases import make_inputs, outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "tinygrad_lite.exercises"]
 
 
-def plant(path: Path, qualname: str, code: str) -> None:
-    """Replace the function `qualname` ("Mul.backward", or "unbroadcast") of a task file with `code`."""
-    first, last = Source.read(path).functions[qualname]
-    lines = path.read_text(encoding="utf-8").splitlines()
-    new = textwrap.indent(textwrap.dedent(code).strip("\n"), "    " if "." in qualname else "").splitlines()
-    path.write_text("\n".join(lines[:first - 1] + new + lines[last:]) + "\n", encoding="utf-8")
-
-
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def solutions(tmp_path_factory):
-    """A workbook of the engine's own backward passes, and its grades (the GPT task's included)."""
-    folder = tmp_path_factory.mktemp("solutions") / "wb"
-    start(folder, with_solutions=True)
-    return folder, {g.task.name: g for g in check(folder)}
-
-
-def copy_of(folder: Path, tmp_path: Path) -> Path:
-    shutil.copytree(folder, tmp_path / "wb")
-    return tmp_path / "wb"
-
-
-def verdict(task_name: str, folder: Path, qualname: str, code: str):
-    task = find(task_name)
-    plant(folder / task.filename, qualname, code)
-    return grade(task, folder)
 
 
 # ------------------------------------------------------------------ the reference, and independent stubs
@@ -107,228 +83,43 @@ def test_a_stub_workbook_is_all_todo_and_each_class_is_the_engine_op(tmp_path):
     assert grade_gpt(find("gpt"), tmp_path / "wb", [grade(t, tmp_path / "wb") for t in FILE_TASKS]).status == "TODO"
 
 
-# ------------------------------------------------------------------ classic mistakes, planted
-MUL_2X = """
-@staticmethod
+def test_every_engine_function_a_hint_calls_is_imported_in_its_file(tmp_path):
+    """A hint that says `normalized(x, ctx.eps)` or `attention_scores(q, k, causal)` is one the learner can run."""
+    from tinygrad_lite import functional, shapes, tensor
+    start(tmp_path / "wb")
+    engine = {name for m in (functional, shapes, tensor) for name, v in vars(m).items() if callable(v)}
+    for task in FILE_TASKS:
+        names = load(tmp_path / "wb" / task.filename).__dict__
+        texts = [h.text for h in task.helpers] + [t for op in task.ops for t in (op.forward, op.backward) if t]
+        hints = [t.hint for t in texts]
+        called = {name for hint in hints for name in re.findall(r"(?<![.\w])([A-Za-z_]\w*)\(", hint)}
+        assert {name for name in called & engine if name not in names} == set(), task.name
+
+
+def test_each_hint_unpacks_ctx_saved_tensors_and_says_which_of_it_is_constant(solutions):
+    """What the engine's forward saves, found by running it: the hint names it, and for the values the forward
+    computed (constants to a recorded backward: layer norm's xhat, rstd, ...) teaches when to recompute them."""
+    for task in FILE_TASKS:
+        src = Source.read(solutions[0] / task.filename)
+        for op in task.ops:
+            row, case = cases(op)[0]
+            out = outputs(row.fn(*make_inputs(row, case, "contig"), **case.kw))[0]
+            ctx = next(t._ctx for t in toposort([out]) if t._ctx is not None and t._ctx.fn is op.cls)
+            saved, hint = ctx.saved_tensors, op.backward.hint
+            if not saved:
+                continue
+            names = src.saved_names(op.name, len(saved))
+            assert f"{f'({names[0]},)' if len(names) == 1 else ', '.join(names)} = ctx.saved_tensors" in hint, op.name
+            computed = [names[i] for i in constants(ctx, saved)]
+            lesson = ["when is_grad_enabled() is True", "recorded for second derivatives", "gradgradcheck checks this"]
+            assert all(words in hint for words in lesson + computed) if computed else "is_grad_enabled" not in hint, \
+                (op.name, computed)
+
+
+WRONG_LAYER_NORM = """
 def backward(ctx, g):
-    (a, b), (na, nb) = ctx.saved_tensors, ctx.needs_input_grad
-    return unbroadcast(2 * g * b, a.shape) if na else None, unbroadcast(g * a, b.shape) if nb else None
+    return 2 * g, None, None, None
 """
-ADD_SIGN = """
-@staticmethod
-def backward(ctx, g):
-    (sa, sb), (na, nb) = ctx.shapes, ctx.needs_input_grad
-    return unbroadcast(g, sa) if na else None, -unbroadcast(g, sb) if nb else None
-"""
-ADD_NO_SUM = """
-@staticmethod
-def backward(ctx, g):
-    return g, g
-"""
-MATMUL_T = """
-@staticmethod
-def backward(ctx, g):
-    a, b = ctx.saved_tensors
-    return (g @ b.swapaxes(-1, -2)).swapaxes(-1, -2), a.swapaxes(-1, -2) @ g
-"""
-LOG_OUT = """
-@staticmethod
-def backward(ctx, g):
-    (x,) = ctx.saved_tensors
-    return g / x.log()
-"""
-LAYER_NORM_NO_MEAN = """
-@staticmethod
-def backward(ctx, g):
-    x, weight, bias = ctx.saved_tensors
-    xc = x - x.mean(-1, keepdims=True)
-    rstd = ((xc * xc).mean(-1, keepdims=True) + ctx.eps) ** -0.5
-    xhat = xc * rstd
-    gx = g if weight is None else g * weight
-    C = x.shape[-1]
-    dw = (g * xhat).reshape(-1, C).sum(0) if weight is not None else None
-    db = g.reshape(-1, C).sum(0) if bias is not None else None
-    return rstd * (gx - xhat * (gx * xhat).mean(-1, keepdims=True)), dw, db, None
-"""
-SOFTMAX_DIAGONAL = """
-@staticmethod
-def backward(ctx, g):
-    (y,) = ctx.saved_tensors
-    return g * y * (1 - y), None
-"""
-TANH_NO_SQUARE = """
-@staticmethod
-def backward(ctx, g):
-    (out,) = ctx.saved_tensors
-    return g * (1 - out)
-"""
-EMBEDDING_BUFFERED = """
-@staticmethod
-def backward(ctx, g):
-    out = np.zeros(ctx.shape)
-    out[ctx.ids] += g.data.reshape(-1, ctx.shape[1])
-    return out, None
-"""
-INDEX_ADD_BUFFERED = """
-@staticmethod
-def forward(ctx, g, index, shape: tuple):
-    ctx.index = index
-    out = np.zeros(shape, g.dtype)
-    out[index] += g
-    return out
-"""
-CROSS_ENTROPY_IGNORED = """
-@staticmethod
-def backward(ctx, g):
-    (logits,) = ctx.saved_tensors
-    N, V = logits.shape
-    w = g if ctx.reduction == "none" else g.reshape(1).broadcast_to((N,))
-    if ctx.reduction == "mean":
-        w = w * (1.0 / max(ctx.n_valid, 1))
-    return softmax(logits, -1) * w.reshape(N, 1) - IndexAdd.apply(w, (np.arange(N), ctx.t), (N, V)), None, None, None
-"""
-GELU_ONE_TERM = """
-@staticmethod
-def backward(ctx, g):
-    (x,) = ctx.saved_tensors
-    t = (_GELU_C * (x + _GELU_A * x * x * x)).tanh()
-    return g * (0.5 * (1 + t)), None
-"""
-ATTENTION_NO_SCALE = """
-@staticmethod
-def backward(ctx, g):
-    q, k, v = ctx.saved_tensors
-    s = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.swapaxes(-1, -2)
-    if ctx.causal:
-        s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
-    p = softmax(s, -1)
-    dp = g @ v.swapaxes(-1, -2)
-    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
-    return (unbroadcast(ds @ k, q.shape), unbroadcast(ds.swapaxes(-1, -2) @ q, k.shape),
-            unbroadcast(p.swapaxes(-1, -2) @ g, v.shape), None, None)
-"""
-
-MISTAKES = [  # (task, the function planted, its code, the summary, sentences the diagnosis must hold)
-    ("add_mul", "Mul.backward", MUL_2X, "Mul.backward: the gradient for a is wrong",
-     ["largest error", "at a[", "a constant factor: your gradient for a is 2.00x the expected"]),
-    ("add_mul", "Add.backward", ADD_SIGN, "Add.backward: the gradient for b is wrong",
-     ["a flipped sign: your gradient for b is -1.00x the expected"]),
-    ("add_mul", "Add.backward", ADD_NO_SUM, "Add.backward: the gradient for b is wrong",
-     ["your gradient for b has shape (3, 4), expected (4,), the shape of b",
-      "a missing sum over broadcast axes: b (4,) was broadcast to (3, 4) in the forward, so its gradient is g "
-      "summed over axes (0,)"]),
-    ("matmul", "MatMul.backward", MATMUL_T, "MatMul.backward: the gradient for a is wrong",
-     ["your gradient for a has shape (4, 3), expected (3, 4), the shape of a",
-      "transposed: your gradient for a is the expected one with its axes swapped"]),
-    ("exp_log_tanh", "Log.backward", LOG_OUT, "Log.backward: the gradient for x is wrong",
-     ["the output log x used where the input x was meant"]),
-    ("exp_log_tanh", "Tanh.backward", TANH_NO_SQUARE, "Tanh.backward: the gradient for x is wrong",
-     ["a missing square"]),
-    ("layer_norm", "LayerNorm.backward", LAYER_NORM_NO_MEAN, "LayerNorm.backward: the gradient for x is wrong",
-     ["a missing term: - mean(g * w), from the mean's dependence on every x of the row"]),
-    ("softmax", "Softmax.backward", SOFTMAX_DIAGONAL, "Softmax.backward: the gradient for x is wrong",
-     ["only the diagonal of the Jacobian"]),
-    ("embedding", "Embedding.backward", EMBEDDING_BUFFERED, "Embedding.backward: the gradient for weight is wrong",
-     ["repeated ids counted once"]),
-    ("getitem", "IndexAdd.forward", INDEX_ADD_BUFFERED, "IndexAdd.forward: the output is wrong",
-     ["repeated indices counted once: out[index] += g adds once per distinct position"]),
-    ("cross_entropy", "CrossEntropy.backward", CROSS_ENTROPY_IGNORED,
-     "CrossEntropy.backward: the gradient for logits is wrong",
-     ["the ignored rows (target == ignore_index) get a gradient"]),
-    ("gelu", "GELU.backward", GELU_ONE_TERM, "GELU.backward: the gradient for x is wrong",
-     ["a missing term of the product rule"]),
-    ("attention", "Attention.backward", ATTENTION_NO_SCALE, "Attention.backward: the gradient for q is wrong",
-     ["the 1/sqrt(D) scale of the scores missing from dq and dk"]),
-]
-
-
-@pytest.mark.parametrize("task, qualname, code, summary, sentences", MISTAKES,
-                         ids=[f"{m[1]}-{m[4][-1][:24]}" for m in MISTAKES])
-def test_a_planted_classic_mistake_is_diagnosed_with_its_sentence(solutions, tmp_path, task, qualname, code,
-                                                                  summary, sentences):
-    g = verdict(task, copy_of(solutions[0], tmp_path), qualname, code)
-    assert (g.status, g.summary) == ("FAIL", summary), (g.summary, g.details)
-    assert g.details[0].startswith("case: ")
-    text = "\n".join(g.details)
-    for sentence in sentences:
-        assert sentence in text, text
-    assert "largest error" in text or "has shape" in text
-
-
-def test_a_wrong_number_of_gradients_is_named(solutions, tmp_path):
-    g = verdict("add_mul", copy_of(solutions[0], tmp_path), "Mul.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            a, b = ctx.saved_tensors
-            return g * b
-        """)
-    assert g.summary == "Mul.backward returned 1 gradient(s) for 2 arguments"
-    assert "return one gradient per forward argument (a, b)" in g.details[1]
-
-
-def test_a_backward_that_cuts_the_graph_fails_gradgradcheck(solutions, tmp_path):
-    g = verdict("add_mul", copy_of(solutions[0], tmp_path), "Mul.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            a, b = ctx.saved_tensors
-            return Tensor(unbroadcast(g * b, a.shape).data), Tensor(unbroadcast(g * a, b.shape).data)
-        """)
-    assert g.status == "FAIL" and "their own derivatives are wrong (gradgradcheck" in g.summary, g.summary
-
-
-def test_a_backward_in_numpy_passes_without_gradgradcheck(solutions, tmp_path):
-    g = verdict("add_mul", copy_of(solutions[0], tmp_path), "Mul.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            a, b = ctx.saved_tensors
-            return unbroadcast(g.data * b.data, a.shape), unbroadcast(g.data * a.data, b.shape)
-        """)
-    assert g.status == "PASS" and g.summary.endswith("each with gradcheck")
-    assert g.details == [
-        "gradgradcheck skipped for Mul: a backward in NumPy cannot be differentiated; in Tensor ops it can"]
-
-
-DIFFERENT = [  # correct backward passes written otherwise than the engine's
-    ("add_mul", "Mul.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            a, b = ctx.saved_tensors
-            return unbroadcast(b * g, a.shape), unbroadcast(a * g, b.shape)
-        """),
-    ("softmax", "Softmax.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return y * g - y * (y * g).sum(ctx.axis, keepdims=True), None
-        """),
-    ("layer_norm", "LayerNorm.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            x, w, b = ctx.saved_tensors
-            C = x.shape[-1]
-            mu = x.sum(-1, keepdims=True) / C
-            var = ((x - mu) ** 2).sum(-1, keepdims=True) / C
-            rstd = 1 / (var + ctx.eps).sqrt()
-            xhat = (x - mu) * rstd
-            gx = g if w is None else w * g
-            dx = (C * gx - gx.sum(-1, keepdims=True) - xhat * (xhat * gx).sum(-1, keepdims=True)) * rstd / C
-            rows = g.reshape(-1, C)
-            return (dx, None if w is None else (xhat.reshape(-1, C) * rows).sum(0),
-                    None if b is None else rows.sum(0), None)
-        """),
-    ("sum_mean", "Sum.backward", """
-        @staticmethod
-        def backward(ctx, g):
-            return Tensor.zeros(*ctx.shape, dtype=g.dtype) + g.reshape(ctx.kept), None, None
-        """),
-]
-
-
-@pytest.mark.parametrize("task, qualname, code", DIFFERENT, ids=[d[1] for d in DIFFERENT])
-def test_a_correct_backward_written_differently_passes(solutions, tmp_path, task, qualname, code):
-    g = verdict(task, copy_of(solutions[0], tmp_path), qualname, code)
-    assert g.status == "PASS", (g.summary, g.details)
-    assert "gradgradcheck" in g.summary
 
 
 def test_grading_leaves_the_engine_as_it_was_and_runs_the_math_even_in_fast_mode(solutions, tmp_path):
@@ -339,7 +130,7 @@ def test_grading_leaves_the_engine_as_it_was_and_runs_the_math_even_in_fast_mode
     assert (fast.is_enabled(), tensor.Mul.forward, tensor.Mul.backward) == before
     with fast.enabled():  # a teacher's process that turned the kernels on still grades the learner's math
         assert grade(find("layer_norm"), folder).status == "PASS"
-        assert verdict("layer_norm", folder, "LayerNorm.backward", LAYER_NORM_NO_MEAN).status == "FAIL"
+        assert verdict("layer_norm", folder, "LayerNorm.backward", WRONG_LAYER_NORM).status == "FAIL"
         assert fast.is_enabled()
 
 
@@ -352,11 +143,8 @@ def test_a_forward_that_keeps_other_things_on_ctx_passes_also_in_fast_mode(solut
         @staticmethod
         def forward(ctx, q, k, v, causal, keep):
             ctx.scale, ctx.causal, ctx.keep = 1.0 / math.sqrt(q.shape[-1]), causal, keep
-            s = np.matmul(q, np.swapaxes(k, -1, -2)) * ctx.scale
-            if causal:
-                s = s + causal_bias(q.shape[-2], k.shape[-2], q.dtype)
-            e, _, z = shifted_exp(s, -1)
-            ctx.save_for_backward(q, k, v)
+            e, _, z = shifted_exp(attention_scores(q, k, causal), -1)
+            ctx.save_for_backward(q, k, v, e / z)
             return np.matmul(e / z if keep is None else e / z * keep, v)
         """)
     source = path.read_text(encoding="utf-8")
@@ -464,7 +252,7 @@ def test_the_gpt_task_fails_when_an_op_passes_its_cases_but_trains_differently(s
     plant(folder / "10_layer_norm.py", "LayerNorm.backward", """
         @staticmethod
         def backward(ctx, g):
-            x, weight, bias = ctx.saved_tensors
+            x, weight, bias, _, _ = ctx.saved_tensors
             C = x.shape[-1]
             xhat = (x - x.mean(-1, keepdims=True)) * ((x.var(-1, keepdims=True) + ctx.eps) ** -0.5)
             gx = g if weight is None else g * weight

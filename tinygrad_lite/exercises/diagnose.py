@@ -1,5 +1,5 @@
-"""What is wrong, in sentences: a gradient (or an output) against the expected one, and an exception
-raised by the learner's code, shown at the line of their file.
+"""What is wrong, in sentences: a gradient (or an output) against the expected one, second derivatives
+that are wrong, and an exception raised by the learner's code, shown at the line of their file.
 
 A wrong gradient is described by its shape or its largest error and where it is, then recognised
 when it can be: an op's own classic mistakes first (mistakes.py), then the ones any op can make:
@@ -108,6 +108,22 @@ def compare(what: str, name: str, yours, expected: np.ndarray, mistakes: list[tu
             return [first, sentence]
     general = _general(what, name, yours, expected)
     return [first] if general is None else [first, general]
+
+
+# ------------------------------------------------------------------ second derivatives
+CUT_GRAPH = ("something your backward computes depends on the inputs without its Tensor ops saying so: going "
+             "through .data or NumPy cuts the graph")
+
+
+def saved_constants(names: list[str]) -> str:
+    """The forward's saved values (xhat, rstd) used as they are in a backward recorded for second derivatives."""
+    one = len(names) == 1
+    them, they = ("it", "it is a constant") if one else ("them", "they are constants")
+    return (f"the forward's {', '.join(names)} used in a recorded backward: saved, {they} (the forward computed "
+            f"{them} from the inputs in NumPy), so a backward recorded for second derivatives (create_graph) loses "
+            f"{'its' if one else 'their'} dependence on the inputs. Use {them} when is_grad_enabled() is False (a "
+            f"plain backward); when it is True, recompute {them} from the inputs in Tensor ops, so that "
+            f"{'it is' if one else 'they are'} differentiated too")
 
 
 # ------------------------------------------------------------------ the learner's exceptions

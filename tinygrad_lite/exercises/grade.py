@@ -5,8 +5,9 @@ Per case (float64, the inputs of `opcases.make_inputs`): the engine's run and th
 each backpropagating the same random upstream gradient, are compared node by node (the op's output,
 then each input's gradient, by name); then gradcheck (central differences over the whole Jacobian),
 and gradgradcheck (fast mode: random projections) when the learner's backward returns Tensors. The
-first case that fails is diagnosed (diagnose.py). Only this task's ops are the learner's: a task
-never needs another's code.
+first case that fails is diagnosed (diagnose.py); when only the second derivatives are wrong, a Probe
+run tells whether the backward used the forward's saved values as constants. Only this task's ops are
+the learner's: a task never needs another's code.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from .. import autograd, fast, observe
 from ..tensor import Tensor
 from ..tools.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from ..tools.opcases import TABLE, make_inputs, outputs, seed_for
-from .diagnose import as_array, compare, exception_lines, learner_frame
-from .plug import Call, Plug, arg_names
+from .diagnose import CUT_GRAPH, as_array, compare, exception_lines, learner_frame, saved_constants
+from .plug import Call, Plug, Probe, arg_names, as_tuple
 from .tasks import Op, Task
 from .workbook import Source, load
 
@@ -51,15 +52,15 @@ def cases(op: Op) -> list:
     return [(row, c) for row in rows for c in row.cases if all(c.kw.get(k) == v for k, v in op.only.items())]
 
 
-def _run(row, case, plug: Plug) -> list[Call]:
-    """row's function on the case's inputs, then backward from a random upstream gradient per output; the
-    watched op's Calls, in backward order."""
+def _run(row, case, plug: Plug, create_graph: bool = False) -> list[Call]:
+    """row's function on the case's inputs, then backward from a random upstream gradient per output (recorded
+    with create_graph); the watched op's Calls, in backward order."""
     inputs = make_inputs(row, case, "contig")
     rng = np.random.default_rng(seed_for(row.name, case.id, "g"))
     with observe.watch(plug):
         outs = [o for o in outputs(row.fn(*inputs, **case.kw)) if o.requires_grad]
         seeds = [Tensor(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs]
-        autograd.backward(outs, seeds)
+        autograd.backward(outs, seeds, create_graph=create_graph)
     return plug.calls
 
 
@@ -87,22 +88,17 @@ def _mistakes(op: Op, call: Call, expected: dict, name: str) -> list:
     return found
 
 
-def _grads(call: Call) -> tuple:
-    """What a backward returned, as a tuple (an op of one input may return its gradient bare)."""
-    return tuple(call.grads) if isinstance(call.grads, (tuple, list)) else (call.grads,)
-
-
 def _compare_call(op: Op, yours: Call, expected: Call, case_line: str) -> None:
     """Raise Failed at the first difference: the op's output (a forward to write), then each input's gradient."""
     problems = compare("output", "out", yours.out, expected.out, _mistakes(op, yours, {}, "out"))
     if problems:
         raise Failed("FAIL", f"{op.name}.forward: the output is wrong", [case_line] + problems)
     names = arg_names(op.cls)
-    grads = _grads(yours)
+    grads = as_tuple(yours.grads)
     if len(grads) != len(names):
         raise Failed("FAIL", f"{op.name}.backward returned {len(grads)} gradient(s) for {len(names)} arguments", [
             case_line, f"return one gradient per forward argument ({', '.join(names)}), None for those that need none"])
-    wanted = {n: as_array(e) for n, e in zip(names, _grads(expected)) if e is not None}
+    wanted = {n: as_array(e) for n, e in zip(names, as_tuple(expected.grads)) if e is not None}
     for name, e in wanted.items():
         problems = compare(f"gradient for {name}", name, as_array(grads[names.index(name)]), e,
                            _mistakes(op, yours, wanted, name))
@@ -134,7 +130,7 @@ def _grade_case(op: Op, cls: type, row, case, src: Source) -> bool:
     for y, x in zip(yours, expected):
         _compare_call(op, y, x, case_line)
     fn = functools.partial(row.fn, **case.kw)
-    returned = [g for c in yours for g in _grads(c) if g is not None]
+    returned = [g for c in yours for g in as_tuple(c.grads) if g is not None]
     in_tensor_ops = all(hasattr(g, "_wrap") for g in returned)
     # gradcheck compares the whole Jacobian; gradgradcheck random projections of it (the whole one on a mismatch)
     checks = (gradcheck, functools.partial(gradgradcheck, fast=True))
@@ -143,13 +139,31 @@ def _grade_case(op: Op, cls: type, row, case, src: Source) -> bool:
             with observe.watch(Plug({op.cls: cls})):
                 check(fn, make_inputs(row, case, "contig"))
         except GradcheckError as e:
-            first = ("gradcheck (central differences) disagrees with your backward" if check is gradcheck else
-                     "your backward gives the right gradients, but their own derivatives are wrong (gradgradcheck "
-                     "differentiates your backward's Tensor ops): going through .data or NumPy cuts the graph")
-            raise Failed("FAIL", f"{op.name}.backward: {first}", [case_line, str(e).removeprefix("gradcheck: ")])
+            if check is gradcheck:
+                first, why = "gradcheck (central differences) disagrees with your backward", []
+            else:
+                first = ("your backward gives the right gradients, but their own derivatives are wrong "
+                         "(gradgradcheck differentiates your backward's Tensor ops)")
+                why = [_second_derivatives(op, cls, row, case, src)]
+            raise Failed("FAIL", f"{op.name}.backward: {first}",
+                         [case_line, *why, str(e).removeprefix("gradcheck: ")])
         except Exception as e:
             raise _raised(e, op, src, case_line) from None
     return in_tensor_ops
+
+
+def _second_derivatives(op: Op, cls: type, row, case, src: Source) -> str:
+    """Why a backward's own derivatives are wrong: the forward's saved constants used when the backward is
+    recorded (a Probe run of the case, with create_graph, finds them in the graph), or a graph cut otherwise."""
+    probe = Probe({op.cls: cls}, op.cls)
+    try:
+        _run(row, case, probe, create_graph=True)
+    except Exception:  # it ran in gradgradcheck: should it fail here, the general reason is said
+        probe.used.clear()
+    if not probe.used:
+        return CUT_GRAPH
+    names = src.saved_names(op.name, probe.n_saved)
+    return saved_constants([names[i] for i in sorted(probe.used)])
 
 
 def _grade_op(op: Op, module, src: Source) -> tuple[int, bool]:

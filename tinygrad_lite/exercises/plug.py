@@ -6,7 +6,11 @@ engine's classes are never modified, so leaving the `with observe.watch(...)` bl
 everything, even after an exception; each graded task plugs in its own ops alone. With `watch`, each
 backward of that op is kept as a `Call` for the diagnosis.
 
-Run it with the fast kernels off (`fast.disabled()`): with them on, a create_graph backward over a
+`Probe(ops, op)` is a Plug for the diagnosis of a backward whose own derivatives are wrong: it hands op's
+backward the constants among its saved tensors as leaves that require a gradient, so that the graph
+a recorded backward builds shows which of them it used.
+
+Run them with the fast kernels off (`fast.disabled()`): with them on, a create_graph backward over a
 node a kernel made rebuilds its context with the engine's own forward (`function.math_context`), not
 the learner's.
 """
@@ -18,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from ..backprop import toposort
+from ..function import Context
 from ..observe import Forwarding
+from ..tensor import Tensor
 
 
 @dataclass
@@ -29,6 +36,11 @@ class Call:
     out: np.ndarray
     g: np.ndarray
     grads: Any
+
+
+def as_tuple(grads) -> tuple:
+    """What a backward returned, as a tuple (an op of one input may return its gradient bare)."""
+    return tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
 
 
 def arg_names(op: type) -> list[str]:
@@ -61,3 +73,50 @@ class Plug(Forwarding):
             args, out = self._forwards.pop(ctx)
             self.calls.append(Call(args, out, np.array(g.data), grads))
         return grads
+
+
+class Probe(Plug):
+    """Run the learner's class in place of each engine op in `ops`; in the backward of the engine op `op`, the
+    constants among ctx.saved_tensors (arrays the forward computed: neither an input nor the output) are leaves
+    that require a gradient, and `used` collects the positions of those the returned gradients depend on, of
+    `n_saved` saved tensors."""
+
+    def __init__(self, ops: dict[type, type], op: type):
+        super().__init__(ops)
+        self.op, self.used, self.n_saved = op, set(), 0
+
+    def backward(self, ctx, run, g):
+        if ctx.fn is not self.op:
+            return super().backward(ctx, run, g)
+        probed = ProbedContext.of(ctx)
+        grads = super().backward(probed, run, g)
+        reached = {id(t) for t in toposort([x for x in as_tuple(grads) if isinstance(x, Tensor)])}
+        self.used |= {i for i, leaf in probed.leaves.items() if id(leaf) in reached}
+        self.n_saved = len(probed.saved)
+        return grads
+
+
+class ProbedContext(Context):
+    """A copy of a backward's ctx whose saved constants come back as leaves that require a gradient, kept in
+    `leaves` by their position in saved_tensors."""
+
+    @classmethod
+    def of(cls, ctx: Context) -> "ProbedContext":
+        probed = cls.__new__(cls)
+        probed.__dict__.update(ctx.__dict__)
+        probed.leaves = {}
+        return probed
+
+    @property
+    def saved_tensors(self) -> tuple:
+        tensors = list(super().saved_tensors)
+        for i in constants(self, tensors):
+            tensors[i] = self.leaves.setdefault(i, Tensor(tensors[i].data, requires_grad=True, dtype=tensors[i].dtype))
+        return tuple(tensors)
+
+
+def constants(ctx: Context, saved: tuple) -> list[int]:
+    """The positions in `saved` (ctx.saved_tensors) of the constants: what the forward computed and saved, neither
+    an input (given back as that input Tensor) nor the output (a Tensor of the graph)."""
+    return [i for i, t in enumerate(saved)
+            if t is not None and t._ctx is None and not t.requires_grad and all(t is not x for x in ctx.inputs)]

@@ -182,10 +182,14 @@ TASKS: list[Task] = [
                  "Reduction 'sum' adds the row losses, 'mean' divides that sum by n_valid, the number of rows that "
                  "count, and 'none' keeps one loss per row (g then has one entry per row). A row whose target is "
                  "ignored gets no gradient.",
-                 "(logits,) = ctx.saved_tensors is (N, V); ctx.t (N,) the targets, ctx.valid (N,) which rows count, "
+                 "logits, e, s = ctx.saved_tensors: the logits (N, V), and the forward's e = exp(logits - max) (N, V) "
+                 "and s = sum(e) (N, 1), so softmax = e / s. ctx.t (N,) the targets, ctx.valid (N,) which rows count, "
                  "ctx.reduction, ctx.n_valid. Make a weight per row, w (N,) (g broadcast, / n_valid for 'mean', times "
-                 "valid), then softmax(logits, -1) * w[:, None] minus w_i at (i, t_i): IndexAdd.apply(w, (np.arange(N), "
-                 "ctx.t), (N, V)) puts them there in Tensor ops. Return (dlogits, None, None, None)."),
+                 "valid), then softmax * w[:, None] minus w_i at (i, t_i): IndexAdd.apply(w, (np.arange(N), ctx.t), "
+                 "(N, V)) puts them there in Tensor ops. Saved, e and s are constants: right for a plain backward, but "
+                 "when is_grad_enabled() is True your backward is being recorded for second derivatives "
+                 "(create_graph), and the softmax must depend on the logits: recompute it, softmax(logits, -1), so "
+                 "that it is differentiated too (gradgradcheck checks this). Return (dlogits, None, None, None)."),
                 mistakes=M.CROSS_ENTROPY))),
     Task(10, "layer_norm", "layer norm",
          "a normalisation couples a whole row: the mean and the variance depend on every element, which gives two "
@@ -195,17 +199,25 @@ TASKS: list[Task] = [
              "dL/db = g summed over all positions; dL/dw = g * xhat summed over all positions; and with gx = g * w, "
              "dL/dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)), the means over the last axis: the first comes "
              "from the mean's dependence on x, the second from the variance's.",
-             "x, weight, bias = ctx.saved_tensors (weight and bias may be None); ctx.eps. Recompute mean, rstd and "
-             "xhat from x in Tensor ops (x.mean(-1, keepdims=True), ...). Return (dx, dweight, dbias, None)."),
+             "x, weight, bias, xhat, rstd = ctx.saved_tensors (weight and bias may be None): the inputs, and the "
+             "forward's xhat (..., C) and rstd (..., 1). Saved, xhat and rstd are constants: right for a plain "
+             "backward, but when is_grad_enabled() is True your backward is being recorded for second derivatives "
+             "(create_graph), and they must be functions of x: recompute them, normalized(x, ctx.eps) (written "
+             "for arrays and Tensors), so that they are differentiated too (gradgradcheck checks this). Return "
+             "(dx, dweight, dbias, None)."),
              mistakes=M.LAYER_NORM),)),
     Task(11, "gelu", "GELU, tanh form",
          "the product rule and the chain rule in one activation (GPT-2's gelu_new)",
          ops=(Op(F.GELU, Text(
              "y = 0.5 x (1 + t) with t = tanh(c (x + a x^3)), c = sqrt(2/pi), a = 0.044715. By the product and chain "
              "rules dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 a x^2), and dL/dx = g * dy/dx.",
-             "(x,) = ctx.saved_tensors; ctx.approximate is 'tanh' (graded here) or 'none' (the exact erf form, not "
-             "graded). The forward clips x to +-_GELU_CLIP before cubing it (t is +-1 there anyway); _clip(x, "
-             "_GELU_CLIP) does the same in Tensor ops. Return (dx, None)."),
+             "x, t = ctx.saved_tensors: the input, and the forward's t, from x clipped to +-_GELU_CLIP before "
+             "cubing it (t is +-1 there anyway); _clip(x, _GELU_CLIP) clips in Tensor ops. Saved, t is a constant: "
+             "right for a plain backward, but when is_grad_enabled() is True your backward is being recorded for "
+             "second derivatives (create_graph), and t must be a function of x: recompute it from the clipped x in "
+             "Tensor ops (.tanh()), so that it is differentiated too (gradgradcheck checks this). ctx.approximate "
+             "is 'tanh' (graded here) or 'none' (the exact erf form, which saves x alone; not graded). Return "
+             "(dx, None)."),
              only={"approximate": "tanh"}, mistakes=M.GELU),)),
     Task(12, "embedding", "embedding, repeated ids",
          "a lookup's gradient is a scatter-add into the table: an id used twice gets both rows",
@@ -220,18 +232,21 @@ TASKS: list[Task] = [
          ops=(Op(F.Attention, forward=Text(
              "out = softmax(q k^T / sqrt(D) + mask) v, the softmax over the keys (last axis): q (..., Tq, D), k (..., "
              "Tk, D), v (..., Tk, Dv) -> (..., Tq, Dv); the leading axes broadcast. With causal=True query i may not "
-             "see keys j > i + Tk - Tq: add causal_bias(Tq, Tk, dtype), 0 or -inf, to the scores. keep is a dropout "
-             "mask for the probabilities, or None: multiply p by it when given.",
-             "In NumPy: np.matmul, np.swapaxes(k, -1, -2); shifted_exp(s, -1) returns (e, max, sum) for a stable "
-             "softmax, p = e / sum. Save what your backward needs: ctx.save_for_backward(q, k, v), ctx.causal, "
+             "see keys j > i + Tk - Tq: their scores are -inf. keep is a dropout mask for the probabilities, or "
+             "None: multiply p by it when given.",
+             "attention_scores(q, k, causal) gives the scores s, masked (for arrays, and for Tensors in your "
+             "backward); shifted_exp(s, -1) returns (e, max, sum) for a stable softmax, p = e / sum; np.matmul for "
+             "the product. Save what your backward needs: ctx.save_for_backward(q, k, v, p), ctx.causal, "
              "ctx.keep."),
              backward=Text(
              "With s = q k^T / sqrt(D) (+ mask), p = softmax(s), out = p v: dL/dv = p^T g; dL/dp = g v^T; through the "
              "softmax (task 8) ds = p * (dp - sum(dp * p)) along the keys; dL/dq = ds k / sqrt(D) and dL/dk = ds^T q "
              "/ sqrt(D). Leading axes broadcast: sum each gradient back to its input's shape.",
-             "Recompute s and p from q and k in Tensor ops ((q * scale) @ k.swapaxes(-1, -2), softmax(s, -1)) so "
-             "that your backward can be differentiated; in the GPT task those are your ops too. Return (dq, dk, dv, "
-             "None, None)."),
+             "q, k, v, p = ctx.saved_tensors, as your forward saved them: p (before the dropout mask) is a constant. "
+             "Right for a plain backward, but when is_grad_enabled() is True your backward is being recorded for "
+             "second derivatives (create_graph), and p must be a function of q and k: recompute it, "
+             "softmax(attention_scores(q, k, ctx.causal), -1), so that it is differentiated too (gradgradcheck "
+             "checks this). Return (dq, dk, dv, None, None)."),
              mistakes=M.ATTENTION),)),
     Task(14, "gpt", "a GPT trained on your ops",
          "every op of a small GPT's training step is yours: 50 iterations on Tiny Shakespeare, in float64, give "

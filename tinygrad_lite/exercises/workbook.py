@@ -149,7 +149,8 @@ def render_readme() -> str:
         "is left, PASS, or FAIL with a diagnosis: the input whose gradient is wrong, its shape against the",
         "expected one, the largest error and where it is, and the classic mistake when it recognises it (a",
         "constant factor, a flipped sign, a missing sum over broadcast axes, a transposed gradient, the output",
-        "used where the input was meant, a missing term). An exception in your code is shown at your line.", "",
+        "used where the input was meant, a missing term, the forward's saved values used as constants in a",
+        "backward recorded for second derivatives). An exception in your code is shown at your line.", "",
         "Each task is graded on its own: the other ops are the engine's, so a task never needs another's code.",
         f"The last task, `{GPT_TASK.name}`, trains a small GPT with your ops in place of the engine's (each task that",
         "passes gives its ops) for 50 iterations, and compares the losses with the engine's.", "",
@@ -158,6 +159,11 @@ def render_readme() -> str:
         "- Return one gradient per forward argument, None for those that need none (an axis, a shape).",
         "- Write backward in Tensor ops (`g * b`, `g @ w.T`, `x.sum(...)`): it then works with",
         "  `create_graph=True`. A backward in NumPy passes too, but without the second-derivative check.",
+        "- `ctx.saved_tensors` gives back what the forward saved: an input as that input Tensor, the output as the",
+        "  output Tensor, and anything else the forward computed (layer norm's xhat and rstd, attention's p) as a",
+        "  constant. A constant is right for a plain backward; when `is_grad_enabled()` is True your backward is",
+        "  being recorded (`create_graph=True`), and such a value must be recomputed from the inputs in Tensor",
+        "  ops, so that it is differentiated too: gradgradcheck checks this.",
         f"- Your grades are kept in `{PROGRESS}` here; `{CLI} start <folder> --force`",
         "  writes the stubs again over every task file.", ""])
 
@@ -200,12 +206,13 @@ class Source:
     path: Path
     functions: dict  # qualified name -> (first line, last line)
     stubs: set  # the qualified names whose body is still `raise NotImplementedError(...)`
+    saves: dict  # qualified name -> the arguments of each of its ctx.save_for_backward(...) calls, as written
 
     @classmethod
     def read(cls, path: Path) -> "Source":
         """Parse the file; a SyntaxError is raised as is (the grader shows its line)."""
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        functions, stubs = {}, set()
+        functions, stubs, saves = {}, set(), {}
         for node in tree.body:
             members = [(f"{node.name}.", n) for n in node.body] if isinstance(node, ast.ClassDef) else [("", node)]
             for prefix, fn in members:
@@ -214,12 +221,26 @@ class Source:
                     functions[prefix + fn.name] = (first, fn.end_lineno)
                     if _is_stub(fn):
                         stubs.add(prefix + fn.name)
-        return cls(path, functions, stubs)
+                    saves[prefix + fn.name] = _saves(fn)
+        return cls(path, functions, stubs, saves)
 
     def who(self, lineno: int) -> str | None:
         """The qualified name of the innermost function holding that line."""
         holding = [(b - a, name) for name, (a, b) in self.functions.items() if a <= lineno <= b]
         return min(holding)[1] if holding else None
+
+    def saved_names(self, op_name: str, n: int) -> list[str]:
+        """What op_name.forward saves, as written in its one save_for_backward call of n values (["x", "t"]); else
+        ctx.saved_tensors[i] for each."""
+        fits = {tuple(args) for args in self.saves.get(f"{op_name}.forward", []) if len(args) == n}
+        return list(fits.pop()) if len(fits) == 1 else [f"ctx.saved_tensors[{i}]" for i in range(n)]
+
+
+def _saves(fn: ast.FunctionDef) -> list[list[str]]:
+    """The arguments of each `ctx.save_for_backward(...)` call in fn, as written (none starred)."""
+    calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "save_for_backward" and not any(isinstance(a, ast.Starred) for a in n.args)]
+    return [[ast.unparse(a) for a in call.args] for call in calls]
 
 
 def _is_stub(fn: ast.FunctionDef) -> bool:

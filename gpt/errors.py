@@ -9,7 +9,7 @@ container runtimes send), which a command handles as it handles Ctrl-C. A failur
 """
 from __future__ import annotations
 
-__all__ = ["UsageError", "RunFailed", "Terminated", "raise_terminated", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
+__all__ = ["UsageError", "RunFailed", "Terminated", "raise_terminated", "flag", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE",
            "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143  # 128 + SIGINT, SIGTERM
@@ -32,3 +32,8 @@ class Terminated(KeyboardInterrupt):
 def raise_terminated(signum, frame) -> None:
     """A SIGTERM handler: raise Terminated in the main thread."""
     raise Terminated
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting, as error messages name it: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")

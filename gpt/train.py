@@ -52,7 +52,7 @@ from . import checkpoint
 from .config import GPTConfig
 from .data import SHAKESPEARE, TextData, check_same_text, data_source
 from .distributed import World, global_batch_note, shard_dropout
-from .errors import RunFailed, Terminated, UsageError
+from .errors import RunFailed, Terminated, UsageError, flag
 from .files import atomic_write
 from .memory import require, training_bytes
 from .model import GPT
@@ -123,7 +123,7 @@ class TrainConfig:
             raise UsageError(f"TrainConfig.model must be a GPTConfig, got {type(self.model).__name__}")
         for name in ("data", "out"):
             if not isinstance(getattr(self, name), (str, os.PathLike)) or not os.fspath(getattr(self, name)):
-                raise UsageError(f"{_flag(name)} must be a non-empty path, got {getattr(self, name)!r}")
+                raise UsageError(f"{flag(name)} must be a non-empty path, got {getattr(self, name)!r}")
         self.data, self.out = data_source(self.data), os.fspath(self.out)
         if self.tokenizer is None:
             self.tokenizer = "gpt2" if self.init_from is not None else "char"
@@ -192,16 +192,12 @@ class TrainConfig:
         return cls(**{**d, "model": GPTConfig.from_dict(d["model"])})
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _check(name: str, kind: type, ok, expected: str, value: Any) -> None:
     """value must be an int (kind int) or a finite number (kind float) for which ok(value) holds."""
     number = isinstance(value, (int, float)) and (kind is float or isinstance(value, int))
     if isinstance(value, bool) or not number or not math.isfinite(value) or not ok(value):
         what = "an integer" if kind is int else "a finite number"
-        raise UsageError(f"{_flag(name)} must be {what} {expected}, got {value!r}")
+        raise UsageError(f"{flag(name)} must be {what} {expected}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -612,9 +608,9 @@ def load_run(out: str | os.PathLike) -> checkpoint.Checkpoint:
 
 def _check_resumable(cfg: TrainConfig, ckpt: checkpoint.Checkpoint) -> None:
     saved = TrainConfig.from_dict(ckpt.state["config"])
-    changed = [f"{_flag(k)}: the run has {getattr(saved, k)!r}, now {getattr(cfg, k)!r}"
+    changed = [f"{flag(k)}: the run has {getattr(saved, k)!r}, now {getattr(cfg, k)!r}"
                for k in _FROZEN if getattr(cfg, k) != getattr(saved, k)]
-    changed += [f"{_flag(k)}: the run has {getattr(saved.model, k)!r}, now {getattr(cfg.model, k)!r}"
+    changed += [f"{flag(k)}: the run has {getattr(saved.model, k)!r}, now {getattr(cfg.model, k)!r}"
                 for k in _FROZEN_MODEL if getattr(cfg.model, k) != getattr(saved.model, k)]
     if changed:
         raise UsageError(f"cannot resume the run in {cfg.out} with a different model, data split or seed: "

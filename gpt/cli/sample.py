@@ -198,7 +198,7 @@ def _progress(total: int, enabled: bool):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..errors import UsageError
+    from ..errors import UsageError, flag
     from ..generate import BadArgument, check_options, stream
 
     if args.num_samples < 1:
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     except BadArgument as e:
         expected = {"seed": "an int >= 0 (omit --seed for fresh randomness)", "top_p": "a number in (0, 1]",
                     "top_k": "an int >= 0 (0: no top-k filtering)"}.get(e.name, e.expected)
-        raise UsageError(f"--{e.name.replace('_', '-')} must be {expected}, got {e.value!r}") from None
+        raise UsageError(f"{flag(e.name)} must be {expected}, got {e.value!r}") from None
 
     model, tok, what, weights, _ = load_model(args.ckpt, args.model, which=args.which)
     bad = non_finite_parameters(model)

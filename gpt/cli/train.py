@@ -25,48 +25,46 @@ import argparse
 import dataclasses
 import re
 
-# (flag, TrainConfig field, type, help); the defaults shown come from TrainConfig()
+# (TrainConfig field, type, help): the flag is the field's name, --batch-size for batch_size; the defaults
+# shown come from TrainConfig()
 _OPTIONS = [
-    ("--data", "data", str, "'shakespeare' (Tiny Shakespeare, shipped with the package) or a UTF-8 text file"),
-    ("--out", "out", str, "the run folder: checkpoints and metrics.json"),
-    ("--tokenizer", "tokenizer", str, "'char' (vocabulary = the text's characters) or 'gpt2' (BPE, 50257 tokens) "
-                                      "(default: char; gpt2 with --init-from)"),
-    ("--val-fraction", "val_fraction", float, "fraction of the tokens, at the end of the text, held out for "
-                                              "validation"),
-    ("--init-from", "init_from", str, "fine-tune GPT-2's weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (fetched "
-                                      "with huggingface_hub) or a Hugging Face folder; the model's shape is its own"),
-    ("--batch-size", "batch_size", int, "sequences per iteration, per rank (under mpiexec -n N the global batch "
-                                        "is N x --batch-size x --grad-accum)"),
-    ("--grad-accum", "grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the "
-                                        "loss scaled by 1/K): the step of a K times larger batch"),
-    ("--workers", "workers", int, "processes each batch is split over, by rows, sharing the model's memory (1: "
-                                  "none; default: one per core, at most one per 4 rows and 8 in all; 1 with "
-                                  "--dropout > 0, which they cannot split)"),
-    ("--dtype", "dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
-    ("--max-iters", "max_iters", int, "training iterations (optimizer steps)"),
-    ("--lr", "lr", float, "peak learning rate, reached after the warmup"),
-    ("--min-lr", "min_lr", float, "final learning rate of the cosine decay"),
-    ("--warmup-iters", "warmup_iters", int, "iterations of linear learning-rate warmup (default: 100, or a tenth "
-                                            "of --max-iters (of --lr-decay-iters if given) if that is less)"),
-    ("--lr-decay-iters", "lr_decay_iters", int, "iteration at which the cosine reaches --min-lr "
-                                                "(default: --max-iters)"),
-    ("--weight-decay", "weight_decay", float, "AdamW weight decay of the matrices (not of biases and LayerNorms)"),
-    ("--beta1", "beta1", float, "AdamW beta1"),
-    ("--beta2", "beta2", float, "AdamW beta2"),
-    ("--grad-clip", "grad_clip", float, "clip the global gradient norm to this (0: no clipping)"),
-    ("--eval-interval", "eval_interval", int, "evaluate and checkpoint every this many iterations (and at the end)"),
-    ("--eval-iters", "eval_iters", int, "batches per split at each evaluation"),
-    ("--final-eval-iters", "final_eval_iters", int, "batches per split at the last evaluation (default: --eval-iters)"),
-    ("--seed", "seed", int, "seed of the weight init, the batches, dropout and the evaluation batches"),
+    ("data", str, "'shakespeare' (Tiny Shakespeare, shipped with the package) or a UTF-8 text file"),
+    ("out", str, "the run folder: checkpoints and metrics.json"),
+    ("tokenizer", str, "'char' (vocabulary = the text's characters) or 'gpt2' (BPE, 50257 tokens) (default: char; "
+                       "gpt2 with --init-from)"),
+    ("val_fraction", float, "fraction of the tokens, at the end of the text, held out for validation"),
+    ("init_from", str, "fine-tune GPT-2's weights: gpt2, gpt2-medium, gpt2-large, gpt2-xl (fetched with "
+                       "huggingface_hub) or a Hugging Face folder; the model's shape is its own"),
+    ("batch_size", int, "sequences per iteration, per rank (under mpiexec -n N the global batch is N x --batch-size "
+                        "x --grad-accum)"),
+    ("grad_accum", int, "micro-batches of --batch-size per iteration, their gradients summed (the loss scaled by "
+                        "1/K): the step of a K times larger batch"),
+    ("workers", int, "processes each batch is split over, by rows, sharing the model's memory (1: none; default: one "
+                     "per core, at most one per 4 rows and 8 in all; 1 with --dropout > 0, which they cannot split)"),
+    ("dtype", str, "float32 or float64 (for checks: the same run to 1e-12 on any number of ranks)"),
+    ("max_iters", int, "training iterations (optimizer steps)"),
+    ("lr", float, "peak learning rate, reached after the warmup"),
+    ("min_lr", float, "final learning rate of the cosine decay"),
+    ("warmup_iters", int, "iterations of linear learning-rate warmup (default: 100, or a tenth of --max-iters (of "
+                          "--lr-decay-iters if given) if that is less)"),
+    ("lr_decay_iters", int, "iteration at which the cosine reaches --min-lr (default: --max-iters)"),
+    ("weight_decay", float, "AdamW weight decay of the matrices (not of biases and LayerNorms)"),
+    ("beta1", float, "AdamW beta1"),
+    ("beta2", float, "AdamW beta2"),
+    ("grad_clip", float, "clip the global gradient norm to this (0: no clipping)"),
+    ("eval_interval", int, "evaluate and checkpoint every this many iterations (and at the end)"),
+    ("eval_iters", int, "batches per split at each evaluation"),
+    ("final_eval_iters", int, "batches per split at the last evaluation (default: --eval-iters)"),
+    ("seed", int, "seed of the weight init, the batches, dropout and the evaluation batches"),
 ]
-# GPTConfig fields (TrainConfig.model) the flags set
+# GPTConfig fields (TrainConfig.model) the flags set, likewise
 _MODEL_OPTIONS = [
-    ("--n-layer", "n_layer", int, "transformer blocks"),
-    ("--n-head", "n_head", int, "attention heads per block"),
-    ("--n-embd", "n_embd", int, "embedding width (divisible by --n-head)"),
-    ("--block-size", "block_size", int, "context length in tokens (with --init-from: at most the model's, whose "
-                                        "position embeddings are cropped to it)"),
-    ("--dropout", "dropout", float, "dropout probability during training (off in evaluation)"),
+    ("n_layer", int, "transformer blocks"),
+    ("n_head", int, "attention heads per block"),
+    ("n_embd", int, "embedding width (divisible by --n-head)"),
+    ("block_size", int, "context length in tokens (with --init-from: at most the model's, whose position embeddings "
+                        "are cropped to it)"),
+    ("dropout", float, "dropout probability during training (off in evaluation)"),
 ]
 _SHAPE = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from's model
 _METAVARS = {"data": "FILE", "out": "DIR", "tokenizer": "{char,gpt2}", "init_from": "MODEL", "dtype": "{float32,float64}"}
@@ -74,6 +72,7 @@ _INVOCATION = ("resume", "allow_data_change", "overwrite", "progress", "workers"
 
 
 def register(subparsers) -> None:
+    from ..errors import flag
     from ..train import TrainConfig  # the defaults shown in --help are TrainConfig's
     from . import integer
 
@@ -83,10 +82,10 @@ def register(subparsers) -> None:
     # SUPPRESS: only options given on the command line appear in args (for --resume)
     for group, options, source in (("run", _OPTIONS, defaults), ("model", _MODEL_OPTIONS, defaults.model)):
         g = p.add_argument_group(group)
-        for flag, name, kind, text in options:
+        for name, kind, text in options:
             default = getattr(source, name)
             shown = "" if default is None or "(default:" in text else f" (default: {default})"
-            g.add_argument(flag, dest=name, type=integer if kind is int else kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
+            g.add_argument(flag(name), dest=name, type=integer if kind is int else kind, metavar=_METAVARS.get(name, kind.__name__.upper()),
                            default=argparse.SUPPRESS, help=text + shown)
         if group == "model":
             g.add_argument("--bias", dest="bias", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
@@ -114,23 +113,23 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import World, keep_global_batch
-    from ..errors import UsageError
+    from ..errors import UsageError, flag
     from ..train import TrainConfig, load_run, train
     from . import read_model_config
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_names = {name for _, name, _, _ in _MODEL_OPTIONS} | {"bias"}
+    model_names = {name for name, _, _ in _MODEL_OPTIONS} | {"bias"}
     given = {k: v for k, v in vars(args).items() if k in names}
     model_given = {k: v for k, v in vars(args).items() if k in model_names}
     for other in ("resume", "init_from"):
         if args.config is not None and given.get(other):
-            raise UsageError(f"--config describes a new model; --{other.replace('_', '-')} takes the model "
+            raise UsageError(f"--config describes a new model; {flag(other)} takes the model "
                              f"{'of the run in --out' if other == 'resume' else 'of GPT-2'}: give one of them")
     if args.resume and "init_from" in given:
         raise UsageError("--init-from starts a new run from GPT-2's weights; --resume continues the run in --out "
                          "from its own weights: give one of them")
     if "init_from" in given and set(model_given) & set(_SHAPE):
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in model_given if k in _SHAPE)
+        flags = ", ".join(flag(k) for k in model_given if k in _SHAPE)
         raise UsageError(f"{flags}: the model's shape comes from --init-from {given['init_from']}; only --block-size "
                          f"and --dropout can be set with it")
     world = World.from_environment()  # under mpiexec: rank 0 reads the run folder and alone prints
@@ -163,11 +162,11 @@ def run(args: argparse.Namespace) -> int:
 def _model_config(fields: dict):
     """GPTConfig(**fields); its validation errors name the flags (GPTConfig.n_head -> --n-head)."""
     from ..config import GPTConfig
-    from ..errors import UsageError
+    from ..errors import UsageError, flag
 
     try:
         return GPTConfig(**fields)
     except (ValueError, TypeError) as e:
-        flags = {name: f"--{name.replace('_', '-')}" for _, name, _, _ in _MODEL_OPTIONS}
+        flags = {name: flag(name) for name, _, _ in _MODEL_OPTIONS}
         text = re.sub(r"\b(?:GPTConfig\.)?(" + "|".join(flags) + r")\b", lambda m: flags[m[1]], str(e))
         raise UsageError(text) from None

@@ -39,8 +39,9 @@ tests/test_checkpoint_versions.py loads and resumes:
                 optimizer.safetensors, tokenizer_spec.json and train_state.json (gpt/checkpoint_v0.py)
     1  de863af  this layout; GPTConfig gained qkv_bias within it (7c0c8c0), TrainConfig grad_accum and
                 dtype (e19df43), workers (0ecc911)
-    2           gpt_config.json always has qkv_bias; the training state records its text ("data":
+    2  80e5d44  gpt_config.json always has qkv_bias; the training state records its text ("data":
                 {"chars", "sha256"}), TrainConfig allow_data_change
+    3           TrainConfig's checkpoint_blocks is named recompute_blocks (TrainConfig.from_dict reads both)
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ from .run_lock import LOCK_FILE
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "Checkpoint", "save", "load", "is_run", "FORMAT", "VERSION"]
 
-VERSION = 2
+VERSION = 3
 FORMAT = f"tinygrad_lite-gpt/{VERSION}"
 _SINCE = {"qkv_bias": 2}  # GPTConfig fields an older checkpoint may lack -> the first version always writing them
 MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (

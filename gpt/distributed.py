@@ -248,7 +248,7 @@ class ShardedRandom:
 
     @property
     def bit_generator(self) -> "ShardedRandom":  # `.bit_generator.state`, as on a numpy Generator: what
-        return self  # activation checkpointing saves and restores to draw the same masks again
+        return self  # activation recomputation saves and restores to draw the same masks again
 
     @property
     def state(self) -> dict:

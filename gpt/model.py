@@ -13,7 +13,7 @@ import numpy as np
 
 import tinygrad_lite.functional as F
 import tinygrad_lite.nn as nn
-from tinygrad_lite import Tensor, checkpoint, get_default_dtype, is_grad_enabled
+from tinygrad_lite import Tensor, get_default_dtype, is_grad_enabled, recompute
 
 from . import generate as generation
 from . import hf
@@ -122,7 +122,7 @@ class GPT(nn.Module):
         else:
             self.lm_head = LMHead(nn.Parameter(np.zeros((config.vocab_size, config.n_embd), dtype), dtype=dtype))
         self._init_weights(np.random.default_rng(seed), dtype)
-        self.checkpoint_blocks = False  # True: recompute each block's forward in backward (less memory)
+        self.recompute_blocks = False  # True: rerun each block's forward in backward instead of keeping it (less memory)
 
     def _init_weights(self, rng: np.random.Generator, dtype: np.dtype) -> None:
         """GPT-2 init: weights N(0, 0.02), c_proj weights N(0, 0.02 / sqrt(2 n_layer)) (one per
@@ -154,14 +154,23 @@ class GPT(nn.Module):
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
         x = self.transformer.drop(tok_emb + pos_emb)
         for i, block in enumerate(self.transformer.h):
-            if self.checkpoint_blocks and cache is None:  # keep only the block's output; rerun it in backward
-                x = checkpoint(block, x, rngs=[block.attn.rng] if block.attn.rng is not None else [])
+            if self.recompute_blocks and cache is None:  # keep only the block's output; rerun it in backward
+                x = recompute(block, x, rngs=[block.attn.rng] if block.attn.rng is not None else [])
             else:
                 x = block(x, cache, i)
         if cache is not None:
             cache.advance(T)
         x = self.transformer.ln_f(x)
         return self.lm_head(x)  # (B, T, V)
+
+    @property
+    def checkpoint_blocks(self) -> bool:
+        """The old name of recompute_blocks (a "checkpoint" here means a saved training run)."""
+        return self.recompute_blocks
+
+    @checkpoint_blocks.setter
+    def checkpoint_blocks(self, on: bool) -> None:
+        self.recompute_blocks = on
 
     def loss(self, idx, targets, ignore_index: int | None = None) -> Tensor:
         """Mean cross-entropy of the next-token predictions: targets (B, T) integer ids."""

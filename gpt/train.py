@@ -36,7 +36,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +116,12 @@ class TrainConfig:
     allow_data_change: bool = False  # with resume: continue on another text than the run's (else refused)
     overwrite: bool = False  # replace the run (or other files) in `out`
     progress: bool = True  # tqdm progress bars on stderr (when it is a terminal)
-    checkpoint_blocks: bool = False  # activation checkpointing: rerun each block's forward in backward (less memory)
+    recompute_blocks: bool = False  # rerun each block's forward in backward instead of keeping it (less memory)
+    checkpoint_blocks: InitVar[bool | None] = None  # the old name of recompute_blocks (also readable, below)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, checkpoint_blocks: bool | None) -> None:
+        if checkpoint_blocks is not None:  # TrainConfig(checkpoint_blocks=True), the old spelling
+            self.recompute_blocks = self.recompute_blocks or checkpoint_blocks
         if not isinstance(self.model, GPTConfig):
             raise UsageError(f"TrainConfig.model must be a GPTConfig, got {type(self.model).__name__}")
         for name in ("data", "out"):
@@ -151,7 +154,7 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             _check(name, float, lambda v: 0.0 <= v < 1.0, "in [0, 1)", getattr(self, name))
         _check("val_fraction", float, lambda v: 0.0 < v < 1.0, "in (0, 1)", self.val_fraction)
-        for name in ("save_best", "resume", "allow_data_change", "overwrite", "progress", "checkpoint_blocks"):
+        for name in ("save_best", "resume", "allow_data_change", "overwrite", "progress", "recompute_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         if self.min_lr > self.lr:
@@ -184,12 +187,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """A TrainConfig from ``to_dict()``'s form, also as checkpoints before format 3 wrote it (checkpoint_blocks)."""
+        if isinstance(d, dict) and "checkpoint_blocks" in d and "recompute_blocks" not in d:
+            d = {("recompute_blocks" if k == "checkpoint_blocks" else k): v for k, v in d.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or set(d) - names or not isinstance(d.get("model"), dict):
             got = sorted(set(d) - names) if isinstance(d, dict) else type(d).__name__
             raise UsageError(f"not a TrainConfig: expected a JSON object with the keys {', '.join(sorted(names))} "
                              f"(model a GPTConfig object), got {got}")
         return cls(**{**d, "model": GPTConfig.from_dict(d["model"])})
+
+
+TrainConfig.checkpoint_blocks = property(lambda cfg: cfg.recompute_blocks,  # the old name, read (InitVar: passed)
+                                         doc="The old name of recompute_blocks.")
 
 
 def _check(name: str, kind: type, ok, expected: str, value: Any) -> None:
@@ -551,7 +561,7 @@ def _build_model(cfg: TrainConfig, vocab_size: int, ckpt) -> GPT:
         model = _from_pretrained(cfg, vocab_size)
     else:
         model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size), seed=cfg.seed, dtype=cfg.dtype)
-    model.checkpoint_blocks = cfg.checkpoint_blocks
+    model.recompute_blocks = cfg.recompute_blocks
     return model.train()
 
 

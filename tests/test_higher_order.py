@@ -1,5 +1,5 @@
 """Gradients of gradients: backward(create_graph=True), autograd.grad, autograd.functional, gradgradcheck,
-and activation checkpointing. The PyTorch comparisons of every op are in test_torch_crosscheck.py."""
+and activation recomputation. The PyTorch comparisons of every op are in test_torch_crosscheck.py."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +10,7 @@ import pytest
 import tinygrad_lite.autograd.functional as AF
 import tinygrad_lite.functional as F
 from tinygrad_lite import (Function, GradcheckError, Tensor, autograd, checkpoint, fast, gradcheck, gradgradcheck,
-                           no_grad)
+                           no_grad, recompute)
 from tinygrad_lite.tools.opcases import TABLE, make_inputs
 from gpt import GPT, GPTConfig
 
@@ -174,11 +174,11 @@ def test_gradgradcheck_with_given_grad_outputs():
         gradgradcheck(lambda t: t ** 3, [x], grad_outputs=[np.ones(4)])
 
 
-# ------------------------------------------------------------------ checkpoint
-def _gpt_grads(checkpointed: bool, dropout: float, dtype=np.float64):
+# ------------------------------------------------------------------ recompute (activation checkpointing)
+def _gpt_grads(recomputed: bool, dropout: float, dtype=np.float64):
     cfg = GPTConfig(vocab_size=13, block_size=8, n_layer=3, n_head=2, n_embd=16, dropout=dropout)
     model = GPT(cfg, seed=0, dtype=dtype)
-    model.checkpoint_blocks = checkpointed
+    model.recompute_blocks = recomputed
     rng = np.random.default_rng(1)
     idx, targets = rng.integers(0, 13, (2, 8)), rng.integers(0, 13, (2, 8))
     loss = model.loss(idx, targets)
@@ -188,7 +188,7 @@ def _gpt_grads(checkpointed: bool, dropout: float, dtype=np.float64):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.2])
 @pytest.mark.parametrize("mode", ["fast", "math-first"])
-def test_checkpointed_blocks_give_bit_identical_gradients(dropout, mode):
+def test_recomputed_blocks_give_bit_identical_gradients(dropout, mode):
     with (contextlib.nullcontext() if mode == "math-first" else fast.enabled()):
         plain_loss, plain = _gpt_grads(False, dropout)
         ck_loss, ck = _gpt_grads(True, dropout)
@@ -197,7 +197,7 @@ def test_checkpointed_blocks_give_bit_identical_gradients(dropout, mode):
         assert np.array_equal(plain[name], ck[name]), name
 
 
-def test_checkpoint_keeps_only_one_node_and_reruns_fn():
+def test_recompute_keeps_only_one_node_and_reruns_fn():
     calls = []
     w = leaf(RNG.standard_normal((3, 3)))
 
@@ -206,8 +206,8 @@ def test_checkpoint_keeps_only_one_node_and_reruns_fn():
         return (x @ w).tanh() @ w
 
     x = leaf(RNG.standard_normal((2, 3)))
-    y = checkpoint(block, x)
-    assert y._ctx.fn.name == "checkpoint" and len(calls) == 1
+    y = recompute(block, x)
+    assert y._ctx.fn.name == "recompute" and len(calls) == 1
     y.sum().backward()
     assert len(calls) == 2  # rerun in backward
     gx, gw = x.grad.copy(), w.grad.copy()
@@ -215,15 +215,22 @@ def test_checkpoint_keeps_only_one_node_and_reruns_fn():
     block(x).sum().backward()
     assert np.array_equal(gx, x.grad) and np.array_equal(gw, w.grad)
     with no_grad():
-        assert not checkpoint(block, x).requires_grad  # no graph, no checkpoint
+        assert not recompute(block, x).requires_grad  # no graph, nothing to recompute
 
 
-def test_checkpoint_second_derivative():
+def test_checkpoint_is_the_old_name_of_recompute():
+    assert checkpoint is recompute  # DESIGN.md's and PyTorch's name
+    model = GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=1, n_head=2, n_embd=16), seed=0)
+    model.checkpoint_blocks = True  # the model's old attribute name
+    assert model.recompute_blocks is True and model.checkpoint_blocks is True
+
+
+def test_recompute_second_derivative():
     w = leaf(RNG.standard_normal(3))
     x = leaf(RNG.standard_normal(3))
     f = lambda t: (t * w).tanh()  # noqa: E731
     h_plain = AF.hessian(lambda t: f(t).sum(), x).data
-    h_ck = AF.hessian(lambda t: checkpoint(f, t).sum(), x).data
+    h_ck = AF.hessian(lambda t: recompute(f, t).sum(), x).data
     np.testing.assert_allclose(h_ck, h_plain, rtol=1e-14)
 
 

@@ -316,15 +316,25 @@ def test_cli_sample_rejects_unseen_characters(text_file, tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_checkpoint_blocks_switch_trains_the_same_run(text_file, tmp_path):
-    """--checkpoint-blocks reruns each block in backward: the same losses, from the library and the CLI."""
+def test_recompute_blocks_switch_trains_the_same_run(text_file, tmp_path, monkeypatch):
+    """--recompute-blocks reruns each block in backward: the same losses, from the library and the CLI; the old
+    spellings (--checkpoint-blocks, TrainConfig(checkpoint_blocks=True)) still say the same."""
+    from tinygrad_lite.recompute import Recompute
+    reruns = []
+    rerun = Recompute.backward
+    monkeypatch.setattr(Recompute, "backward", staticmethod(lambda ctx, g: reruns.append(1) or rerun(ctx, g)))
     plain = train(_cfg(text_file, tmp_path / "a", max_iters=6, dropout=0.1))
-    ck_run = train(_cfg(text_file, tmp_path / "b", max_iters=6, dropout=0.1, checkpoint_blocks=True))
-    assert plain["losses"] == ck_run["losses"] and plain["val_loss"] == ck_run["val_loss"]
-    assert main(["train", "--data", str(text_file), "--out", str(tmp_path / "c"), "--n-layer", "2", "--n-head", "2",
-                 "--n-embd", "32", "--block-size", "16", "--max-iters", "3", "--warmup-iters", "1",
-                 "--eval-interval", "3", "--eval-iters", "1", "--no-progress", "--checkpoint-blocks"]) == 0
-    assert load_run(tmp_path / "c").state["config"]["checkpoint_blocks"] is True
+    assert reruns == []
+    rc_run = train(_cfg(text_file, tmp_path / "b", max_iters=6, dropout=0.1, recompute_blocks=True))
+    assert len(reruns) == 6 * 2  # each step reran each of the 2 blocks
+    assert plain["losses"] == rc_run["losses"] and plain["val_loss"] == rc_run["val_loss"]
+    assert TrainConfig(checkpoint_blocks=True).recompute_blocks is True
+    assert TrainConfig(recompute_blocks=True).checkpoint_blocks is True
+    cli = ["train", "--data", str(text_file), "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16",
+           "--max-iters", "3", "--warmup-iters", "1", "--eval-interval", "3", "--eval-iters", "1", "--no-progress"]
+    for flag, out in (("--recompute-blocks", "c"), ("--checkpoint-blocks", "d")):
+        assert main([*cli, "--out", str(tmp_path / out), flag]) == 0
+        assert load_run(tmp_path / out).state["config"]["recompute_blocks"] is True
 
 
 # ------------------------------------------------------------------ issue 12's findings

@@ -1,6 +1,9 @@
-"""Activation checkpointing: trade compute for memory by running a piece of the forward twice.
+"""Activation recomputation: trade compute for memory by running a piece of the forward twice.
 
-    y = checkpoint(block, x)          # instead of y = block(x)
+    y = recompute(block, x)           # instead of y = block(x)
+
+(PyTorch calls it activation checkpointing, `torch.utils.checkpoint.checkpoint`; `checkpoint` is kept as
+an alias of `recompute`. This project says "recompute" so that "checkpoint" means a saved training run.)
 
 The forward of `block` runs as usual, but its activations are dropped at once: the graph keeps one
 node, `Recompute`, holding only `block`, its inputs and its output. When backward reaches that node it
@@ -24,10 +27,10 @@ from .tensor import Tensor
 
 class Recompute(Function):
     """One node standing for fn(*args): its backward runs fn again and backpropagates through it."""
-    name = "checkpoint"
+    name = "recompute"
 
     @staticmethod
-    def forward(ctx, out, call, *inputs):  # the output was computed by checkpoint(); keep only what reruns it
+    def forward(ctx, out, call, *inputs):  # the output was computed by recompute(); keep only what reruns it
         ctx.call = call
         return out
 
@@ -54,7 +57,7 @@ class Recompute(Function):
         return (None, None, *grads)
 
 
-def checkpoint(fn: Callable, *args, rngs: Sequence[np.random.Generator] = ()) -> Tensor:
+def recompute(fn: Callable, *args, rngs: Sequence[np.random.Generator] = ()) -> Tensor:
     """fn(*args), recomputed during backward instead of keeping its activations (PyTorch's checkpoint).
 
     fn returns one Tensor. Its parameters (leaf Tensors it uses that require grad) are found from its
@@ -70,7 +73,7 @@ def checkpoint(fn: Callable, *args, rngs: Sequence[np.random.Generator] = ()) ->
              for a in args]
     out = fn(*probe)
     if not isinstance(out, Tensor):
-        raise TypeError(f"checkpoint: fn must return one Tensor, got {type(out).__name__}")
+        raise TypeError(f"recompute: fn must return one Tensor, got {type(out).__name__}")
     mine = {id(p) for p in probe if isinstance(p, Tensor)}
     params = [t for t in toposort([out]) if t._ctx is None and t.requires_grad and id(t) not in mine]
     value = out.data
@@ -79,14 +82,17 @@ def checkpoint(fn: Callable, *args, rngs: Sequence[np.random.Generator] = ()) ->
     return Recompute.apply(value, (fn, args, params, states), *tensors, *params)
 
 
+checkpoint = recompute  # PyTorch's name (torch.utils.checkpoint), and DESIGN.md's
+
+
 def _check_no_shared_params(args, params) -> None:
     """With create_graph the rerun's backward would also follow a parameter of fn that the inputs were
     computed from, counting that path twice; refuse it (plain backward passes have no such limit)."""
     below = {id(t) for t in toposort([a for a in args if isinstance(a, Tensor) and a.requires_grad])}
     shared = [p for p in params if id(p) in below]
     if shared:
-        raise NotImplementedError(f"checkpoint with create_graph=True: fn uses a parameter (shape {shared[0].shape}) "
-                                  f"that its inputs were also computed from; checkpoint a smaller piece")
+        raise NotImplementedError(f"recompute with create_graph=True: fn uses a parameter (shape {shared[0].shape}) "
+                                  f"that its inputs were also computed from; recompute a smaller piece")
 
 
 class _wound_back:

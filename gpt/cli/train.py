@@ -105,9 +105,11 @@ def register(subparsers) -> None:
                    help="also keep the checkpoint with the lowest val loss (best.json in --out)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars (evaluations are still printed)")
-    p.add_argument("--checkpoint-blocks", dest="checkpoint_blocks", action="store_true", default=argparse.SUPPRESS,
-                   help="activation checkpointing: keep only each block's output and rerun the block in backward "
+    p.add_argument("--recompute-blocks", dest="recompute_blocks", action="store_true", default=argparse.SUPPRESS,
+                   help="activation recomputation: keep only each block's output and rerun the block in backward "
                         "(about 1/3 less peak memory for GPT-2 at T=512, about 1.3x the step time; same gradients)")
+    p.add_argument("--checkpoint-blocks", dest="recompute_blocks", action="store_true", default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the old name of --recompute-blocks
     p.set_defaults(func=run)
 
 

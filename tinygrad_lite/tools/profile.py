@@ -43,7 +43,7 @@ class profile(observe.Forwarding):
             _add(self.forward_times[ctx.fn.name, "math" if impl is ctx.fn else "fast"], start)
 
     def backward(self, ctx, run, g):
-        if self._busy:  # a backward inside a backward (checkpointing recomputes and backpropagates)
+        if self._busy:  # a backward inside a backward (recompute() reruns and backpropagates)
             return self.inner.backward(ctx, run, g)
         start = time.perf_counter()
         self._busy += 1

@@ -1,11 +1,12 @@
-"""Activation checkpointing: peak memory and step time of GPT-2 124M, with and without it.
+"""Activation recomputation (PyTorch's activation checkpointing): peak memory and step time of GPT-2 124M,
+with and without it.
 
-    python benchmarks/bench_checkpoint.py                  # B=4, T=512, 3 steps per side
-    python benchmarks/bench_checkpoint.py --batch 2 --seq 256 --steps 2
+    python benchmarks/bench_recompute.py                  # B=4, T=512, 3 steps per side
+    python benchmarks/bench_recompute.py --batch 2 --seq 256 --steps 2
 
 Each side runs in its own process (peak RSS is per process: /proc's VmHWM), alternating plain and
-checkpointed runs; a step is forward, cross-entropy, backward, AdamW and zero_grad, the first one
-untimed. `model.checkpoint_blocks = True` keeps each block's output only and reruns the block in
+recomputing runs; a step is forward, cross-entropy, backward, AdamW and zero_grad, the first one
+untimed. `model.recompute_blocks = True` keeps each block's output only and reruns the block in
 backward. Both sides start from the same weights and batch, and their losses are checked equal.
 """
 from __future__ import annotations
@@ -30,14 +31,14 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def worker(checkpointed: bool, batch: int, seq: int, steps: int, preset: str) -> dict:
+def worker(recomputed: bool, batch: int, seq: int, steps: int, preset: str) -> dict:
     import tinygrad_lite
     import tinygrad_lite.optim as optim
     from gpt import GPT, GPTConfig
 
     tinygrad_lite.fast.enable()  # the kernels, as python -m gpt train runs
     model = GPT(GPTConfig.from_preset(preset), seed=0)
-    model.checkpoint_blocks = checkpointed
+    model.recompute_blocks = recomputed
     opt = optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     rng = np.random.default_rng(0)
     x, y = (rng.integers(0, model.config.vocab_size, (batch, seq)) for _ in range(2))
@@ -60,12 +61,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per process (after one untimed)")
     ap.add_argument("--repeats", type=int, default=2, help="processes per side, alternating")
     ap.add_argument("--preset", default="gpt2")
-    ap.add_argument("--worker", choices=["plain", "checkpoint"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["plain", "recompute"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker == "checkpoint", args.batch, args.seq, args.steps, args.preset)))
+        print(json.dumps(worker(args.worker == "recompute", args.batch, args.seq, args.steps, args.preset)))
         return
-    results = {"plain": [], "checkpoint": []}
+    results = {"plain": [], "recompute": []}
     for _ in range(args.repeats):
         for side in results:
             cmd = [sys.executable, __file__, "--worker", side, "--batch", str(args.batch), "--seq", str(args.seq),
@@ -79,9 +80,9 @@ def main() -> None:
         rss = np.median([r["peak_rss_mb"] for r in runs])
         summary[side] = (t, rss)
         print(f"  {side:10s}  step {t:7.2f} s (median)   peak RSS {rss:8,.0f} MB   losses {runs[0]['losses']}")
-    assert results["plain"][0]["losses"] == results["checkpoint"][0]["losses"], "the two sides must compute the same"
-    (t0, m0), (t1, m1) = summary["plain"], summary["checkpoint"]
-    print(f"  checkpointing: peak RSS {m1 / m0:.2f}x ({(1 - m1 / m0) * 100:.0f} % less), step time {t1 / t0:.2f}x")
+    assert results["plain"][0]["losses"] == results["recompute"][0]["losses"], "the two sides must compute the same"
+    (t0, m0), (t1, m1) = summary["plain"], summary["recompute"]
+    print(f"  recomputing: peak RSS {m1 / m0:.2f}x ({(1 - m1 / m0) * 100:.0f} % less), step time {t1 / t0:.2f}x")
 
 
 if __name__ == "__main__":

@@ -34,5 +34,5 @@ wte = params["transformer.wte.weight"]
 gradcheck(loss_fn, [wte], atol=1e-7, rtol=1e-5)
 print(f"full check of transformer.wte.weight {wte.shape} (tied with lm_head): ok")
 rest = [p for n, p in params.items() if p is not wte]
-gradcheck(loss_fn, rest, atol=1e-7, rtol=1e-5, fast=True)
+gradcheck(loss_fn, rest, atol=1e-7, rtol=1e-5, projections=True)
 print(f"fast check of the other {len(rest)} parameters: ok ({time.perf_counter() - t0:.1f} s)")

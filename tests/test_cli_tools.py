@@ -40,6 +40,25 @@ def test_gradcheck_command_passes_for_the_tiny_preset(tmp_path):
     assert re.search(r"^all 52 parameters passed", res.stdout, re.M)
 
 
+def test_gradcheck_by_projection_is_the_default_and_fast_its_old_name(monkeypatch, capsys):
+    """--by-projection (the default) checks random projections; --fast, its name before --engine fast existed,
+    still means it (hidden from --help); --full checks every entry."""
+    from gpt.config import PRESETS
+    monkeypatch.setitem(PRESETS, "micro", dict(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4))
+    tables = {}
+    for mode in ([], ["--by-projection"], ["--fast"], ["--full"]):
+        assert main(["gradcheck", "--preset", "micro", "--seq-len", "4", "--full-max", "0", "--no-progress", *mode]) == 0
+        out = capsys.readouterr().out
+        tables[" ".join(mode)] = [re.sub(r"\d\.\d\de[-+]\d\d", "X", line) for line in out.splitlines()[1:-1]]
+        assert ("by projection," in out.splitlines()[0]) == (mode != ["--full"])
+    assert tables[""] == tables["--by-projection"] == tables["--fast"]
+    assert any("2 projections" in line for line in tables[""])
+    assert not any("projections" in line for line in tables["--full"])
+    with pytest.raises(SystemExit):
+        main(["gradcheck", "--help"])
+    assert "--fast" not in capsys.readouterr().out.split("options:")[1].split("--engine")[0]
+
+
 class BrokenLayerNorm(F.LayerNorm):
     """F.layer_norm's op with its weight gradient 1 % too large; its x and bias gradients stay right."""
     name = "broken_layer_norm"

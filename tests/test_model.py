@@ -201,8 +201,8 @@ def test_gradcheck_whole_tiny_gpt():
                                "transformer.ln_f.weight", "transformer.ln_f.bias")]
     assert gradcheck(fn, full, eps=1e-6, atol=1e-7, rtol=1e-5)
     rest = [p for n, p in named.items() if p not in full]
-    assert gradcheck(fn, rest, eps=1e-6, atol=1e-7, rtol=1e-5, fast=True, seed=0)
-    assert gradcheck(fn, rest, eps=1e-6, atol=1e-7, rtol=1e-5, fast=True, seed=1)
+    assert gradcheck(fn, rest, eps=1e-6, atol=1e-7, rtol=1e-5, projections=True, seed=0)
+    assert gradcheck(fn, rest, eps=1e-6, atol=1e-7, rtol=1e-5, projections=True, seed=1)
 
 
 def test_gradcheck_untied_head_and_logits_output():
@@ -210,7 +210,7 @@ def test_gradcheck_untied_head_and_logits_output():
     idx = ids((2, 4), seed=5)
     params = model.parameters()
     v = np.random.default_rng(6).normal(size=(2, 4, 11))  # a random, signed upstream gradient
-    assert gradcheck(lambda *ps: model(idx), params, fast=True, grad_outputs=v, atol=1e-7, rtol=1e-5)
+    assert gradcheck(lambda *ps: model(idx), params, projections=True, grad_outputs=v, atol=1e-7, rtol=1e-5)
     assert gradcheck(lambda *ps: model(idx), [model.lm_head.weight], atol=1e-7, rtol=1e-5)
 
 

@@ -157,20 +157,20 @@ def _cube(x: Tensor, error: float) -> Tensor:
     return _Cube.apply(x, error)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["full", "fast"])
-def test_gradcheck_catches_a_backward_off_by_a_tenth_of_a_percent(fast: bool):
+@pytest.mark.parametrize("projections", [False, True], ids=["full", "projections"])
+def test_gradcheck_catches_a_backward_off_by_a_tenth_of_a_percent(projections: bool):
     # rtol=1e-3 (the default) is exactly a 0.1% relative error, so such a bug sits on the edge of the
     # default tolerance; a check meant to catch it uses a tighter rtol, which float64 differences support.
     x = Tensor(np.random.default_rng(0).uniform(0.5, 1.5, (3, 4)), requires_grad=True, dtype=np.float64)
     R = Tensor(np.random.default_rng(1).standard_normal((3, 4)), dtype=np.float64)
-    tight = dict(atol=1e-8, rtol=1e-4, fast=fast)
+    tight = dict(atol=1e-8, rtol=1e-4, projections=projections)
     for fn in (lambda t: _cube(t, 0.0), lambda t: (_cube(t, 0.0) * R).sum()):
         assert gradcheck(fn, [x], **tight)  # the correct backward passes at this tolerance
     for fn in (lambda t: _cube(t, 1e-3), lambda t: (_cube(t, 1e-3) * R).sum()):
         with pytest.raises(GradcheckError):
             gradcheck(fn, [x], **tight)
     with pytest.raises(GradcheckError):  # a 1% error is caught at the default tolerances
-        gradcheck(lambda t: (_cube(t, 1e-2) * R).sum(), [x], fast=fast)
+        gradcheck(lambda t: (_cube(t, 1e-2) * R).sum(), [x], projections=projections)
 
 
 def test_dropout_row_uses_one_fixed_mask():

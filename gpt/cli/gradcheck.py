@@ -1,6 +1,6 @@
 """`python -m gpt gradcheck`: check every parameter's gradient of a whole GPT against finite differences.
 
-    python -m gpt gradcheck --preset tiny                 # fast mode, B=2, T=8: seconds
+    python -m gpt gradcheck --preset tiny                 # by projection, B=2, T=8: seconds
     python -m gpt gradcheck --preset tiny --full-max 512  # also every bias and LayerNorm entry by entry
 
 The model is built in float64 with dropout off, its weights moved off GPT-2's init by random noise (so
@@ -8,10 +8,11 @@ LayerNorm weights are not all 1 and biases not all 0, which would hide some bugs
 next-token cross-entropy on one random batch. Backprop gives dL/dw for every parameter w at once; the
 numerical side is the central difference (L(w + eps d) - L(w - eps d)) / (2 eps), two forwards per d:
 
-  fast (default)  d = K random unit directions per parameter (the first with positive entries), compared
-                  with grad . d. Parameters with at most --full-max entries are checked entry by entry
-                  instead. A parameter whose projections fail is re-checked on --full-max random entries
-                  so that its row can name the worst one.
+  --by-projection (default)  d = K random unit directions per parameter (the first with positive entries),
+                  compared with grad . d. Parameters with at most --full-max entries are checked entry by
+                  entry instead. A parameter whose projections fail is re-checked on --full-max random
+                  entries so that its row can name the worst one. (Its old name, --fast, still works; it has
+                  nothing to do with --engine fast.)
   --full          d = every unit vector: each entry of each parameter (slow: 2 forwards per entry, hours
                   for the tiny preset; meant for very small models, e.g. check_model on a custom GPTConfig).
 
@@ -46,13 +47,15 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=integer, default=2, metavar="B", help="sequences in the batch (default 2)")
     p.add_argument("--seq-len", type=integer, default=8, metavar="T", help="tokens per sequence (default 8)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--fast", dest="full", action="store_false", default=False,
+    mode.add_argument("--by-projection", dest="full", action="store_false", default=False,
                       help="random projections per parameter (default)")
+    mode.add_argument("--fast", dest="full", action="store_false", help=argparse.SUPPRESS)  # --by-projection's old name
     mode.add_argument("--full", dest="full", action="store_true", help="check every entry of every parameter")
-    p.add_argument("--projections", type=integer, default=2, metavar="K", help="random directions per parameter (fast)")
+    p.add_argument("--projections", type=integer, default=2, metavar="K",
+                   help="random directions per parameter (--by-projection)")
     p.add_argument("--full-max", type=integer, default=64, metavar="N",
-                   help="fast mode: also check entry by entry the parameters with at most N entries, and at most N "
-                        "entries of a parameter whose projection failed (default 64)")
+                   help="--by-projection: also check entry by entry the parameters with at most N entries, and at "
+                        "most N entries of a parameter whose projection failed (default 64)")
     p.add_argument("--eps", type=float, default=1e-6, help="finite-difference step (default 1e-6)")
     p.add_argument("--atol", type=float, default=1e-7, help="absolute tolerance (default 1e-7)")
     p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
@@ -228,8 +231,9 @@ def run(args: argparse.Namespace) -> int:
     idx = rng.integers(0, config.vocab_size, (B, T + 1))
     x, y = idx[:, :-1], idx[:, 1:]
     print(f"gradcheck of GPT preset {args.preset} ({config.n_layer} layers, n_embd {config.n_embd}, vocab "
-          f"{config.vocab_size}, {model.num_parameters():,} parameters) in float64, {engine.running()}, batch B={B}, T={T}, "
-          f"{'full' if args.full else 'fast'} mode, eps {args.eps:g}, atol {args.atol:g}, rtol {args.rtol:g}")
+          f"{config.vocab_size}, {model.num_parameters():,} parameters) in float64, {engine.running()}, batch B={B}, "
+          f"T={T}, {'every entry' if args.full else 'by projection'}, eps {args.eps:g}, atol {args.atol:g}, "
+          f"rtol {args.rtol:g}")
     label = {name: name + "".join(f" (= {a})" for a in aliases(model, name)) for name, _ in model.named_parameters()}
     width = max(len(n) for n in label.values()) + 2
     mwidth = 30

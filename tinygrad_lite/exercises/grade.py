@@ -4,7 +4,7 @@ place of the engine's.
 Per case (float64, the inputs of `opcases.make_inputs`): the engine's run and the learner's run,
 each backpropagating the same random upstream gradient, are compared node by node (the op's output,
 then each input's gradient, by name); then gradcheck (central differences over the whole Jacobian),
-and gradgradcheck (fast mode: random projections) when the learner's backward returns Tensors. The
+and gradgradcheck (projections=True: random projections) when the learner's backward returns Tensors. The
 first case that fails is diagnosed (diagnose.py); when only the second derivatives are wrong, a Probe
 run tells whether the backward used the forward's saved values as constants. Only this task's ops are
 the learner's: a task never needs another's code.
@@ -133,7 +133,7 @@ def _grade_case(op: Op, cls: type, row, case, src: Source) -> bool:
     returned = [g for c in yours for g in as_tuple(c.grads) if g is not None]
     in_tensor_ops = all(hasattr(g, "_wrap") for g in returned)
     # gradcheck compares the whole Jacobian; gradgradcheck random projections of it (the whole one on a mismatch)
-    checks = (gradcheck, functools.partial(gradgradcheck, fast=True))
+    checks = (gradcheck, functools.partial(gradgradcheck, projections=True))
     for check in checks if in_tensor_ops else checks[:1]:
         try:
             with observe.watch(Plug({op.cls: cls})):

@@ -7,12 +7,13 @@ differences, entry by entry in np.allclose's form:
     J_num[r, c] = (y_r(x + eps e_c) - y_r(x - eps e_c)) / (2 eps)
     pass  <=>   |J_ana - J_num| <= atol + rtol * |J_num|
 
-Full mode (default) checks the whole Jacobian -- one backward per output element, two forwards per input
-element -- so it covers every possible upstream gradient, including the random non-uniform ones the project
-asks ops to be checked with. Fast mode checks one random projection v^T J u per (input, output) pair
-(u a random unit vector over the input, v a random unit vector over the output, or `grad_outputs`): two
-forwards per input and one backward per output. On a mismatch it falls back to the full check of that
-input, so the error still names the element. Inputs must be leaf Tensors (their `.grad` is read).
+The full check (default) compares the whole Jacobian -- one backward per output element, two forwards per
+input element -- so it covers every possible upstream gradient, including the random non-uniform ones the
+project asks ops to be checked with. `projections=True` (PyTorch's fast_mode; nothing to do with
+`tinygrad_lite.fast`) compares one random projection v^T J u per (input, output) pair (u a random unit
+vector over the input, v a random unit vector over the output, or `grad_outputs`): two forwards per input
+and one backward per output. On a mismatch it falls back to the full check of that input, so the error
+still names the element. Inputs must be leaf Tensors (their `.grad` is read).
 """
 from __future__ import annotations
 
@@ -195,9 +196,9 @@ def _full_check(fn: Callable[..., Any], inputs: Sequence[Any], ks: list[int], ep
             _compare(num[j], ana[k][j], inputs, k, j, shape, atol, rtol)
 
 
-def _fast_failures(fn: Callable[..., Any], inputs: Sequence[Any], ks: list[int], eps: float, atol: float,
-                   rtol: float, vs: list[np.ndarray], rng: np.random.Generator) -> list[int]:
-    """Inputs k for which some v_j^T J_jk u_k differs numerically vs analytically (PyTorch's fast mode)."""
+def _projection_failures(fn: Callable[..., Any], inputs: Sequence[Any], ks: list[int], eps: float, atol: float,
+                         rtol: float, vs: list[np.ndarray], rng: np.random.Generator) -> list[int]:
+    """Inputs k for which some v_j^T J_jk u_k differs numerically vs analytically (PyTorch's fast_mode)."""
     steps, num = {}, {}
     for k in ks:
         x = inputs[k].data
@@ -245,21 +246,23 @@ def _upstream(grad_outputs: Any, outs: tuple[Tensor, ...], rng: np.random.Genera
 
 
 def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, eps: float = 1e-6, atol: float = 1e-5,
-              rtol: float = 1e-3, fast: bool = False, grad_outputs: Any = None, seed: int = 0,
-              raise_exception: bool = True) -> bool:
+              rtol: float = 1e-3, projections: bool = False, grad_outputs: Any = None, seed: int = 0,
+              raise_exception: bool = True, *, fast: bool | None = None) -> bool:
     """Check fn's backward against central differences; True, or GradcheckError (False if not raise_exception).
 
     fn(*inputs) -> Tensor or tuple of Tensors. Only floating-point Tensor inputs with requires_grad=True
     are checked; other inputs are passed through. Each input's `.data` and `.grad` are restored exactly.
-    fast=True checks random projections v^T J u (v = `grad_outputs` if given: one array per output),
+    projections=True checks random projections v^T J u (v = `grad_outputs` if given: one array per output),
     falling back to the full check for any input whose projection disagrees; `seed` drives u and v.
+    ``fast`` is the old name of ``projections``.
     """
+    projections = _projections(projections, fast)
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     ks = _indices(inputs, None)
     if not ks:
         raise ValueError("gradcheck: no input is a floating-point Tensor with requires_grad=True; nothing to check")
-    if grad_outputs is not None and not fast:
-        raise ValueError("gradcheck: grad_outputs only applies to fast=True; the full check compares the whole "
+    if grad_outputs is not None and not projections:
+        raise ValueError("gradcheck: grad_outputs only applies to projections=True; the full check compares the whole "
                          "Jacobian, which covers every upstream gradient")
     for k in ks:
         if not getattr(inputs[k], "is_leaf", True):
@@ -270,12 +273,12 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, eps: float
                           f"differences are only reliable in float64", UserWarning, stacklevel=2)
     try:
         with _keep_grads(inputs):
-            if fast:
+            if projections:
                 rng = np.random.default_rng(seed)
                 with no_grad():
                     vs = _upstream(grad_outputs, _run(fn, inputs), rng)
-                ks = _fast_failures(fn, inputs, ks, eps, atol, rtol, vs, rng)
-            if ks:  # in fast mode: only the inputs whose projection failed; the full check has the last word
+                ks = _projection_failures(fn, inputs, ks, eps, atol, rtol, vs, rng)
+            if ks:  # with projections: only the inputs whose projection failed; the full check has the last word
                 _full_check(fn, inputs, ks, eps, atol, rtol)
     except GradcheckError:
         if raise_exception:
@@ -285,14 +288,15 @@ def gradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, eps: float
 
 
 def gradgradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, grad_outputs: Any = None, eps: float = 1e-6,
-                  atol: float = 1e-5, rtol: float = 1e-3, fast: bool = False, seed: int = 0,
-                  raise_exception: bool = True) -> bool:
+                  atol: float = 1e-5, rtol: float = 1e-3, projections: bool = False, seed: int = 0,
+                  raise_exception: bool = True, *, fast: bool | None = None) -> bool:
     """Check second derivatives against central differences (torch.autograd.gradgradcheck's semantics).
 
     The vector-Jacobian product of fn, vjp(x, v) = v^T dfn/dx (a backward pass recorded with
     create_graph=True), is itself checked with `gradcheck`, with respect to both the inputs x and the
     upstream gradients v. `grad_outputs` gives v (one array or Tensor per output); by default v is random,
     from `seed`. Every derivative of the backward pass is thus compared with finite differences of it.
+    ``projections`` (old name ``fast``): as gradcheck's.
     """
     from ..autograd import grad
 
@@ -322,5 +326,10 @@ def gradgradcheck(fn: Callable[..., Any], inputs: Sequence[Any] | Tensor, grad_o
         return tuple(g if g is not None else Tensor(np.zeros(xs[k].shape), dtype=xs[k].dtype)
                      for g, k in zip(grads, ks))
 
-    return gradcheck(vjp, inputs + tuple(v_leaves), eps=eps, atol=atol, rtol=rtol, fast=fast, seed=seed,
-                     raise_exception=raise_exception)
+    return gradcheck(vjp, inputs + tuple(v_leaves), eps=eps, atol=atol, rtol=rtol,
+                     projections=_projections(projections, fast), seed=seed, raise_exception=raise_exception)
+
+
+def _projections(projections: bool, fast: bool | None) -> bool:
+    """The check by random projections is asked for by `projections`, or by its old name `fast`."""
+    return projections if fast is None else bool(projections or fast)

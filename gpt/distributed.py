@@ -1,35 +1,138 @@
-"""Data parallelism over MPI: the same run on one process or many.
+"""Data parallelism: one training step's gradient over MPI ranks, micro-batches and worker processes.
 
     mpiexec -n 4 python -m gpt train ...        # 4 processes (ranks), one model each
+    python -m gpt train --grad-accum 2          # 2 micro-batches per step
+    python -m gpt train --workers 2             # each (micro-)batch split over 2 processes
 
-Every rank holds the whole model and the same optimizer state. Each step the global batch (N ranks x
-B rows, times K micro-batches with --grad-accum K) is drawn once from the run's seed, on every rank
-alike; rank r computes the gradient of its own rows, and the gradients are averaged over the ranks
-with an MPI all-reduce, so every rank takes the same optimizer step. The mean of per-rank means
-equals the mean over the global batch because every shard has the same number of tokens: N ranks
-with batch B take the steps of one process with batch N*B. Dropout masks are drawn for the global
-batch and sliced (`ShardedRandom`), so that holds with dropout too.
+The training loop calls one thing for all of it, `ParallelStep.forward_backward(x, y)`: with one rank,
+one micro-batch and one worker it is ``F.cross_entropy(model(x), y).backward()``. Every rank holds the
+whole model and the same optimizer state. Each step the global batch (N ranks x K micro-batches x B
+rows) is drawn once from the run's seed, on every rank alike; rank r computes the gradient of its own
+rows, and the gradients are averaged over the ranks with an MPI all-reduce
+(`tinygrad_lite.parallel.GradientAllReduce`), so every rank takes the same optimizer step. The mean of
+per-rank means equals the mean over the global batch because every part has the same number of
+tokens: N ranks with batch B and K micro-batches take the steps of one process with batch N K B.
+Dropout masks are drawn for the global batch and sliced (gpt/randomness.py), so that holds with
+dropout too. Worker processes (`tinygrad_lite.parallel.DataParallel`) split a micro-batch by rows and
+share the model's memory.
 
 `World` is the one place MPI is used. Without mpi4py, or outside mpiexec, it is a world of one rank
-whose collectives do nothing, and training runs as it always did.
+whose collectives do nothing.
 """
 from __future__ import annotations
 
 import os
 import re
 import sys
-import time
 from contextlib import contextmanager
 from typing import Iterable
 
 import numpy as np
 
-from .errors import RunFailed, UsageError
+import tinygrad_lite.functional as F
+from tinygrad_lite.parallel import DataParallel, GradientAllReduce, WorkerError
 
-__all__ = ["World", "ShardedRandom", "shard_dropout", "mpi_rank", "abort_world", "keep_global_batch",
+from .errors import RunFailed, UsageError
+from .randomness import ShardedRandom, shard_dropout  # noqa: F401  their home is randomness.py; importable here too
+
+__all__ = ["ParallelStep", "World", "worker_count", "mpi_rank", "abort_world", "keep_global_batch",
            "global_batch_note"]
 
-BUCKET_BYTES = 32 << 20  # gradients are all-reduced in flat buffers of about this size
+
+class ParallelStep:
+    """The gradient of one training step, the one call the loop makes, whatever computes it.
+
+        step = ParallelStep(model, world, batch_size=B, grad_accum=K, workers=W, dropout=generators.dropout.values())
+        x, y = data.get_batch("train", step.rows, T, rng)  # the global batch (N K B, T), the same on every rank
+        loss = step.forward_backward(x, y)                  # its mean loss; every .grad holds its gradient
+        step.close()                                        # or `with ParallelStep(...) as step:`
+
+    With one rank, K = 1 and one worker that is the plain step. Otherwise rank r computes micro-batch k on the
+    rows of part k N + r with its loss scaled by 1/K (the micro-batches' gradients add up to the gradient of
+    their mean), dropout serves each part its rows of the global batch's masks, each micro-batch is split by rows
+    over W worker processes sharing the model's memory, and the ranks average the gradients. A worker that fails
+    or dies is RunFailed naming --workers when the step's `with` block ends.
+    """
+
+    def __init__(self, model, world: "World", batch_size: int, grad_accum: int = 1, workers: int = 1,
+                 dropout: Iterable[ShardedRandom] = (), required: bool = False) -> None:
+        """required: workers > 1 were asked for (--workers), so processes that cannot start are RunFailed; else
+        the step runs in this process and `note` says why."""
+        self.model, self.world, self.B, self.K = model, world, batch_size, grad_accum
+        self.params = model.parameters()  # the tied wte / lm_head matrix once
+        self.rows = world.size * grad_accum * batch_size  # of the global batch
+        self.dropout = list(dropout)
+        self.workers, self.data_parallel, self.note = 1, None, None
+        if workers > 1:  # the parameters move into memory shared with the workers
+            try:
+                self.data_parallel, self.workers = DataParallel(model, workers=workers), workers
+            except (OSError, WorkerError) as e:  # no room in shared memory, processes not allowed, ...
+                if required:
+                    raise RunFailed(f"--workers {workers}: the worker processes could not start: {e}") from None
+                self.note = f"workers: could not start them ({e}); training in one process"
+        self.plain = world.size == 1 and grad_accum == 1 and self.data_parallel is None
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Fill every parameter's .grad with the gradient of the mean loss over the global batch x, y (N K B, T),
+        and return that loss."""
+        for p in self.params:  # (model.zero_grad() would walk the module tree every step)
+            p.grad = None
+        if self.plain:
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            return loss.item()
+        N, r, B, K = self.world.size, self.world.rank, self.B, self.K
+        for d in self.dropout:
+            d.next_step()
+        total = 0.0
+        for k in range(K):
+            part = k * N + r  # this rank's rows of micro-batch k
+            for d in self.dropout:
+                d.use_part(part)
+            rows = slice(part * B, (part + 1) * B)
+            total += self._backward(x[rows], y[rows])
+        self.world.average_gradients(self.params)
+        return self.world.mean(total / K)
+
+    def _backward(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Add the gradient of loss(x, y) / K to every .grad, on the workers if any; return the loss."""
+        if self.data_parallel is not None:
+            return self.data_parallel.backward(x, y, scale=1 / self.K)
+        loss = F.cross_entropy(self.model(x), y)
+        (loss / self.K if self.K > 1 else loss).backward()  # the gradients of the micro-batches add up
+        return loss.item()
+
+    def close(self) -> None:
+        """Stop the workers, if any; the model's parameters are copied back out of the shared memory."""
+        if self.data_parallel is not None:
+            self.data_parallel.close()
+
+    def __enter__(self) -> "ParallelStep":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.close()
+        if isinstance(error, WorkerError):
+            raise RunFailed(f"--workers {self.workers}: {error}") from None
+
+
+_ROWS_PER_WORKER, _MAX_WORKERS = 4, 8  # the default --workers: rows of the batch each, and processes at most
+
+
+def worker_count(requested: int | None, batch_size: int, dropout: float, ranks: int) -> int:
+    """How many processes each batch is split over: `requested` (--workers; at most one per row of the batch:
+    the start-up lines say so), else one per core this rank may use (at most one per 4 rows, and 8), unless
+    dropout is on (workers cannot draw the masks one process would) or the system is not POSIX."""
+    if requested is not None:
+        if requested > 1 and dropout > 0:
+            raise UsageError(f"--workers {requested} splits each batch over processes, which cannot draw the dropout "
+                             f"masks of one process: give --dropout 0, or --workers 1 (dropout is {dropout:g})")
+        return min(requested, batch_size)
+    if dropout > 0 or os.name != "posix":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # a worker's step has a fixed cost (its Python, its share of the gradient sum): give each 4 rows or more
+    return max(1, min(cores // ranks, batch_size // _ROWS_PER_WORKER, _MAX_WORKERS))
 
 
 class World:
@@ -39,8 +142,7 @@ class World:
         self.comm = comm
         self.rank = 0 if comm is None else comm.Get_rank()
         self.size = 1 if comm is None else comm.Get_size()
-        self._buffers: dict = {}
-        self.allreduce_seconds, self.allreduce_bytes = 0.0, 0  # gradient all-reduces so far
+        self._average = None if comm is None else GradientAllReduce(comm)  # tinygrad_lite.parallel's
 
     @classmethod
     def from_environment(cls) -> "World":
@@ -133,29 +235,16 @@ class World:
             return self.comm.allreduce(int(value), op=MPI.MAX)
 
     def average_gradients(self, params: Iterable) -> None:
-        """Replace every parameter's .grad by its mean over the ranks: flat contiguous buckets of about
-        BUCKET_BYTES, each all-reduced in place (one MPI call per bucket, not per parameter)."""
-        if self.comm is None:
-            return
-        from mpi4py import MPI
-        start = time.perf_counter()
-        params = [p for p in params if p.grad is not None]
-        for bucket in _buckets(params):
-            n = sum(p.grad.size for p in bucket)
-            buf = self._buffer(n, bucket[0].grad.dtype)
-            pos = 0
-            for p in bucket:  # gather into one flat buffer
-                buf[pos:pos + p.grad.size] = p.grad.reshape(-1)
-                pos += p.grad.size
+        """Replace every parameter's .grad by its mean over the ranks (tinygrad_lite.parallel.GradientAllReduce:
+        flat buffers, one MPI call per 32 MB)."""
+        if self.comm is not None:
             with self._mpi_errors():
-                self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            buf *= 1.0 / self.size
-            pos = 0
-            for p in bucket:  # and back, in place
-                p.grad.reshape(-1)[...] = buf[pos:pos + p.grad.size]
-                pos += p.grad.size
-        self.allreduce_seconds += time.perf_counter() - start
-        self.allreduce_bytes += sum(p.grad.nbytes for p in params)
+                self._average(params)
+
+    @property
+    def allreduce_seconds(self) -> float:
+        """The time the gradient all-reduces took so far (0 with one rank)."""
+        return 0.0 if self._average is None else self._average.seconds
 
     def check_replicas(self, params: Iterable) -> None:
         """Stop with RunFailed unless every rank holds the same parameters: a cheap checksum (a float64
@@ -171,13 +260,6 @@ class World:
             if not np.array_equal(theirs, everyone[0]):
                 raise self.alike(RunFailed(f"replicas drifted apart: rank {r}'s parameters differ from rank 0's "
                                 f"(a non-deterministic step, or ranks running different code)"))
-
-    def _buffer(self, n: int, dtype) -> np.ndarray:
-        key = np.dtype(dtype).str
-        buf = self._buffers.get(key)
-        if buf is None or buf.size < n:
-            buf = self._buffers[key] = np.empty(n, dtype)
-        return buf[:n]
 
 
 def mpi_rank() -> tuple[int, int] | None:
@@ -215,78 +297,3 @@ def global_batch_note(before: tuple[int, int, int], now: tuple[int, int, int]) -
                 f"--grad-accum {k1} keep its global batch of {r1 * k1 * b1} rows")
     return (f"batch: the run's global batch was {r0 * k0 * b0} rows ({r0} ranks x {k0} x {b0}), now {r1 * k1 * b1} "
             f"({r1} x {k1} x {b1}): its steps from here are not those it would have taken")
-
-
-def _buckets(params: list) -> list[list]:
-    """Consecutive parameters of one dtype, about BUCKET_BYTES each."""
-    out, cur, size = [], [], 0
-    for p in params:
-        if cur and (size + p.grad.nbytes > BUCKET_BYTES or p.grad.dtype != cur[0].grad.dtype):
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(p)
-        size += p.grad.nbytes
-    if cur:
-        out.append(cur)
-    return out
-
-
-class ShardedRandom:
-    """A random generator for dropout that gives each rank its rows of the masks one process would draw.
-
-    Dropout asks for `random(shape)` with the batch as the first axis. Each call draws the mask of the
-    whole global batch (`parts` x shape[0] rows) from the wrapped generator, on every rank alike, and
-    returns part `part` of it. With gradient accumulation the micro-batches of one step reuse the masks
-    the first one drew (call j of each forward gets the j-th global mask), so the generator advances as
-    one process with the whole batch would. `next_step()` starts a new step.
-    """
-
-    def __init__(self, generator: np.random.Generator, parts: int = 1):
-        self.generator, self.parts, self.part = generator, parts, 0
-        self._masks: list[np.ndarray] = []
-        self._call = 0
-
-    @property
-    def bit_generator(self) -> "ShardedRandom":  # `.bit_generator.state`, as on a numpy Generator: what
-        return self  # activation recomputation saves and restores to draw the same masks again
-
-    @property
-    def state(self) -> dict:
-        return {"generator": self.generator.bit_generator.state, "part": self.part, "call": self._call,
-                "masks": len(self._masks)}
-
-    @state.setter
-    def state(self, state: dict) -> None:
-        self.generator.bit_generator.state = state["generator"]
-        self.part, self._call = state["part"], state["call"]
-        del self._masks[state["masks"]:]  # masks drawn since are drawn again
-
-    def use_part(self, part: int) -> None:
-        """Serve rows of part `part` (0 <= part < parts) from now on, from the masks of this step."""
-        self.part, self._call = part, 0
-
-    def next_step(self) -> None:
-        self._masks, self._call, self.part = [], 0, 0
-
-    def random(self, shape, dtype=np.float64) -> np.ndarray:
-        shape = tuple(shape)
-        if self.parts == 1:
-            return self.generator.random(shape, dtype=dtype)
-        if self._call == len(self._masks):  # first use of this call site in this step: draw it whole
-            self._masks.append(self.generator.random((self.parts * shape[0],) + shape[1:], dtype=dtype))
-        mask = self._masks[self._call]
-        self._call += 1
-        return mask[self.part * shape[0]:(self.part + 1) * shape[0]]
-
-
-def shard_dropout(model, parts: int) -> list[ShardedRandom]:
-    """Give every module of `model` that draws dropout masks from a generator (`module.rng`) a ShardedRandom
-    over it (one per distinct generator), split in `parts`; return them, for use_part/next_step."""
-    wrappers: dict[int, ShardedRandom] = {}
-    for _, module in model.named_modules():
-        rng = getattr(module, "rng", None)
-        if isinstance(rng, ShardedRandom):
-            rng = rng.generator
-        if isinstance(rng, np.random.Generator):
-            module.rng = wrappers.setdefault(id(rng), ShardedRandom(rng, parts))
-    return list(wrappers.values())

@@ -149,7 +149,7 @@ def test_layout_on_disk(tmp_path):
     names = ["gpt_config.json", "manifest.json", "model.safetensors", "optimizer.safetensors", "state.json"]
     assert sorted(os.listdir(folder)) == names
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["format"] == "tinygrad_lite-gpt/2" == ck.FORMAT
+    assert manifest["format"] == "tinygrad_lite-gpt/3" == ck.FORMAT
     assert manifest["files"] == {n: {"sha256": ck.sha256(folder / n), "bytes": (folder / n).stat().st_size}
                                  for n in names if n != "manifest.json"}
     assert json.loads((folder / "gpt_config.json").read_text()) == model.config.to_dict()
@@ -374,7 +374,7 @@ def test_manifest_problems_are_named(tmp_path):
     (folder / "notes.txt").unlink()
     manifest = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps(dict(manifest, format="other/9")))
-    assert f"{folder / 'manifest.json'} is not a tinygrad_lite-gpt/2 manifest" in _error(tmp_path)
+    assert f"{folder / 'manifest.json'} is not a tinygrad_lite-gpt/3 manifest" in _error(tmp_path)
     (folder / "manifest.json").write_text("{")
     assert f"{folder / 'manifest.json'} is not readable JSON" in _error(tmp_path)
 

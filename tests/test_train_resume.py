@@ -9,6 +9,7 @@ import pytest
 import gpt.train as train_mod
 from gpt.config import GPTConfig
 from gpt.data import TextData
+from gpt.randomness import RunGenerators
 from gpt.train import TrainConfig, load_run, train
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -303,15 +304,15 @@ def test_issue20_item20_an_interrupt_between_the_step_and_its_rng_bookkeeping_re
     """Sibling: the loop marked a step finished before it recorded the generators' state after it, so an
     interrupt landing in between saved the step with the generators of the step before (its batch drawn again)."""
     straight = train(_cfg(text_file, tmp_path / "straight"))
-    real_rng_states, calls = train_mod.rng_states, []
+    real_state, calls = RunGenerators.state, []
 
-    def rng_states_interrupted(*args):  # calls: 1 before the loop, 2-5 after steps 1-4, 6 the save at 4, 7 step 5
+    def state_interrupted(self):  # calls: 1 before the loop, 2-5 after steps 1-4, 6 after step 5
         calls.append(1)
-        if len(calls) == 7:
+        if len(calls) == 6:
             raise KeyboardInterrupt
-        return real_rng_states(*args)
+        return real_state(self)
 
-    monkeypatch.setattr(train_mod, "rng_states", rng_states_interrupted)
+    monkeypatch.setattr(RunGenerators, "state", state_interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(text_file, tmp_path / "stop"))
     monkeypatch.undo()

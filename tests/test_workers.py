@@ -11,7 +11,8 @@ from gpt.cli import main
 from gpt.config import GPTConfig
 from gpt.model import GPT
 from gpt.errors import UsageError
-from gpt.train import TrainConfig, _workers, train
+from gpt.distributed import worker_count
+from gpt.train import TrainConfig, train
 from tinygrad_lite import Tensor, no_grad, optim
 from tinygrad_lite.parallel import DataParallel, WorkerError
 
@@ -256,28 +257,27 @@ def test_not_enough_shared_memory_is_named():
 
 def test_default_workers_one_per_core_unless_dropout(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    cfg = TrainConfig(batch_size=32)
-    assert _workers(cfg, 0.0, 1) == 8  # one per core
-    assert _workers(cfg, 0.0, 2) == 4  # mpiexec -n 2: each rank its share of the cores
-    assert _workers(cfg, 0.0, 16) == 1
-    assert _workers(TrainConfig(batch_size=12), 0.0, 1) == 3  # at least 4 rows each
-    assert _workers(TrainConfig(batch_size=7), 0.0, 1) == 1
+    assert worker_count(None, 32, 0.0, 1) == 8  # one per core
+    assert worker_count(None, 32, 0.0, 2) == 4  # mpiexec -n 2: each rank its share of the cores
+    assert worker_count(None, 32, 0.0, 16) == 1
+    assert worker_count(None, 12, 0.0, 1) == 3  # at least 4 rows each
+    assert worker_count(None, 7, 0.0, 1) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert _workers(TrainConfig(batch_size=512), 0.0, 1) == 8  # and 8 at most
-    assert _workers(cfg, 0.1, 1) == 1  # dropout does not split over processes
-    assert _workers(TrainConfig(workers=3), 0.0, 1) == 3
-    assert _workers(TrainConfig(workers=1), 0.1, 1) == 1
+    assert worker_count(None, 512, 0.0, 1) == 8  # and 8 at most
+    assert worker_count(None, 32, 0.1, 1) == 1  # dropout does not split over processes
+    assert worker_count(3, 12, 0.0, 1) == 3
+    assert worker_count(1, 12, 0.1, 1) == 1
     with pytest.raises(UsageError, match="--workers 2 splits each batch over processes.*--dropout 0"):
-        _workers(TrainConfig(workers=2), 0.1, 1)
+        worker_count(2, 12, 0.1, 1)
 
 
 def test_workers_that_cannot_start_fall_back_to_one_process_unless_asked_for(tmp_path, monkeypatch, capsys):
-    import gpt.train as train_mod
+    import gpt.distributed as distributed
 
     def no_room(*args, **kwargs):
         raise OSError("DataParallel needs 9 MB of shared memory; none of /dev/shm has that much free")
 
-    monkeypatch.setattr(train_mod, "DataParallel", no_room)
+    monkeypatch.setattr(distributed, "DataParallel", no_room)
     small = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8",
              "--max-iters", "2", "--eval-iters", "1", "--no-progress"]
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # 2 cores: 2 workers by default

@@ -1,21 +1,24 @@
-"""What a training run needs beside its loop: Ctrl-C and SIGTERM deferred to the end of a step, NumPy's overflow
-warnings off (a non-finite loss ends the run with an error instead), and the states of the random
-generators (the training batches', and dropout's if the model keeps any) that a checkpoint saves."""
+"""Ctrl-C and SIGTERM during a training run: held until the step in progress ends, so that the checkpoint
+saved on the way out is of a whole step.
+
+    with CtrlC(always=ranks > 1) as stops:
+        while ...:
+            with stops.deferred(world):   # a Ctrl-C or SIGTERM arriving in here is raised when the block ends
+                ...one step...
+
+Ctrl-C raises KeyboardInterrupt and SIGTERM `Terminated` (a KeyboardInterrupt too), so the training
+loop's one ``except KeyboardInterrupt`` answers both. Under mpiexec the ranks agree at the end of
+each deferred block (one small all-reduce), so all stop after the same step.
+"""
 from __future__ import annotations
 
 import signal
 import threading
-import warnings
 from contextlib import contextmanager
-from typing import Any
 
-import numpy as np
-
-from . import checkpoint
 from .errors import Terminated, raise_terminated
-from .model import GPT
 
-__all__ = ["CtrlC", "no_overflow_warnings", "dropout_rngs", "rng_states", "set_rng_states"]
+__all__ = ["CtrlC"]
 
 
 class CtrlC:
@@ -66,38 +69,3 @@ class CtrlC:
             code = world.max(code)  # a stop on any rank stops them all here
         if kinds[code] is not None:
             raise kinds[code]
-
-
-@contextmanager
-def no_overflow_warnings():
-    """Overflow and nan end the run with an error (checked each step): no NumPy warnings on the way, in any thread."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
-        yield
-
-
-def dropout_rngs(model: GPT) -> dict[str, np.random.Generator]:
-    """name -> each distinct np.random.Generator a module of the model holds as ``rng``."""
-    found, seen = {}, set()
-    for name, module in model.named_modules():
-        rng = getattr(module, "rng", None)
-        rng = getattr(rng, "generator", rng)  # the generator a ShardedRandom draws from
-        if isinstance(rng, np.random.Generator) and id(rng) not in seen:
-            seen.add(id(rng))
-            found[name] = rng
-    return found
-
-
-def rng_states(model: GPT, rng: np.random.Generator) -> dict[str, Any]:
-    return {"batches": rng.bit_generator.state,
-            "dropout": {name: g.bit_generator.state for name, g in dropout_rngs(model).items()}}
-
-
-def set_rng_states(model: GPT, rng: np.random.Generator, states: dict[str, Any]) -> None:
-    rng.bit_generator.state = states["batches"]
-    own = dropout_rngs(model)
-    if set(own) != set(states["dropout"]):
-        raise checkpoint.CheckpointError(f"the checkpoint has dropout generators {sorted(states['dropout'])}, the "
-                                         f"model {sorted(own)}")
-    for name, g in own.items():
-        g.bit_generator.state = states["dropout"][name]

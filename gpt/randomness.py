@@ -70,10 +70,15 @@ class ShardedRandom:
         return mask[self.part * shape[0]:(self.part + 1) * shape[0]]
 
 
-def shard_dropout(model, parts: int) -> dict[str, ShardedRandom]:
+def shard_dropout(model, parts: int) -> list[ShardedRandom]:
     """Give every module of `model` that draws dropout masks from a generator (`module.rng`) a ShardedRandom
-    over it (one per distinct generator), split in `parts`; return them by the name of the first module
-    holding each (the names a checkpoint records their states under)."""
+    over it (one per distinct generator), split in `parts`; return them, for use_part/next_step."""
+    return list(_shard_dropout(model, parts).values())
+
+
+def _shard_dropout(model, parts: int) -> dict[str, ShardedRandom]:
+    """shard_dropout's ShardedRandoms by the name of the first module holding each (what a checkpoint names
+    their states by)."""
     wrappers: dict[int, ShardedRandom] = {}
     named: dict[str, ShardedRandom] = {}
     for name, module in model.named_modules():
@@ -93,7 +98,7 @@ class RunGenerators:
 
     def __init__(self, model, seed: int, parts: int) -> None:
         self.batches = np.random.default_rng(seed)
-        self.dropout = shard_dropout(model, parts)
+        self.dropout = _shard_dropout(model, parts)
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records: {"batches": bit generator state, "dropout": {name: bit generator state}}."""

@@ -18,7 +18,8 @@ import pytest
 
 import gpt.checkpoint as ck
 from gpt.config import GPTConfig
-from gpt.distributed import ShardedRandom, World
+from gpt.distributed import World
+from gpt.randomness import ShardedRandom
 from gpt.errors import RunFailed
 from gpt.train import TrainConfig, train
 

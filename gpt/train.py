@@ -154,7 +154,8 @@ class Progress:
         if ckpt is None:
             return cls(generators=generators.state())
         s = ckpt.state
-        return cls(s["iter"], s["losses"], s["evals"], s["best"], s["seconds"], s["iter"], generators.state())
+        return cls(it=s["iter"], losses=s["losses"], evals=s["evals"], best=s["best"], seconds=s["seconds"],
+                   saved_at=s["iter"], generators=generators.state())
 
     def record_step(self, loss: float, generators: RunGenerators) -> None:
         """A step is taken: its loss, the new iteration, and the generators there. Only then does it count."""
@@ -178,12 +179,12 @@ class Progress:
 @dataclass(frozen=True)
 class _Run:
     """What the loop's helpers read and never replace."""
-    cfg: TrainConfig  # the model's config as built
+    cfg: TrainConfig  # with the model's GPTConfig as built
     world: World
     data: TextData
     model: GPT
     optimizer: AdamW
-    log: RunLog  # RUN/log.jsonl (rank 0 only: None elsewhere)
+    log: RunLog  # RUN/log.jsonl (rank 0's; the other ranks' writes nothing)
     started: float  # time.perf_counter() when this process started the run
 
     def say(self, message: str) -> None:
@@ -247,6 +248,7 @@ def param_groups(model: GPT, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def _set_lr(optimizer: AdamW, lr: float) -> float:
+    """Every param group's learning rate := lr (the schedule's, TrainConfig.lr_at); returns it."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

@@ -122,7 +122,7 @@ class GPT(nn.Module):
         else:
             self.lm_head = LMHead(nn.Parameter(np.zeros((config.vocab_size, config.n_embd), dtype), dtype=dtype))
         self._init_weights(np.random.default_rng(seed), dtype)
-        self.recompute_blocks = False  # True: rerun each block's forward in backward instead of keeping it (less memory)
+        self.recompute_blocks = False  # True: rerun each block's forward in backward, not keep it (less memory)
 
     def _init_weights(self, rng: np.random.Generator, dtype: np.dtype) -> None:
         """GPT-2 init: weights N(0, 0.02), c_proj weights N(0, 0.02 / sqrt(2 n_layer)) (one per

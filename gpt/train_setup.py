@@ -117,7 +117,8 @@ def resume(cfg: TrainConfig, ckpt: checkpoint.Checkpoint, data: TextData, optimi
 def data_and_model(cfg: TrainConfig, ckpt, ranks: int) -> tuple[TextData, GPT]:
     """The run's text, tokenized, and the model to train, once the memory a step needs is known to fit."""
     data = TextData.from_file(cfg.data, ckpt.state["tokenizer"] if ckpt else cfg.tokenizer, cfg.val_fraction)
-    planned = ckpt.config if ckpt else None if cfg.init_from else dataclasses.replace(cfg.model, vocab_size=data.vocab_size)
+    planned = (ckpt.config if ckpt else None if cfg.init_from
+               else dataclasses.replace(cfg.model, vocab_size=data.vocab_size))
     if planned is not None:  # before the model is built; GPT-2's (--init-from) is checked once loaded
         _check_memory(planned, cfg, ranks)
     model = _build_model(cfg, data.vocab_size, ckpt)

@@ -47,7 +47,8 @@ def test_gradcheck_by_projection_is_the_default_and_fast_its_old_name(monkeypatc
     monkeypatch.setitem(PRESETS, "micro", dict(vocab_size=7, block_size=4, n_layer=1, n_head=2, n_embd=4))
     tables = {}
     for mode in ([], ["--by-projection"], ["--fast"], ["--full"]):
-        assert main(["gradcheck", "--preset", "micro", "--seq-len", "4", "--full-max", "0", "--no-progress", *mode]) == 0
+        argv = ["gradcheck", "--preset", "micro", "--seq-len", "4", "--full-max", "0", "--no-progress", *mode]
+        assert main(argv) == 0
         out = capsys.readouterr().out
         tables[" ".join(mode)] = [re.sub(r"\d\.\d\de[-+]\d\d", "X", line) for line in out.splitlines()[1:-1]]
         assert ("by projection," in out.splitlines()[0]) == (mode != ["--full"])

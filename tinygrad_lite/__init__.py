@@ -20,4 +20,5 @@ from .tools.profile import profile
 
 __all__ = ["Tensor", "Function", "unbroadcast", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
            "get_default_dtype", "set_default_dtype", "autograd", "detect_anomaly", "AnomalyError", "gradcheck",
-           "GradcheckError", "gradgradcheck", "profile", "reuse_freed_memory", "graph", "fast", "recompute", "checkpoint"]
+           "GradcheckError", "gradgradcheck", "profile", "reuse_freed_memory", "graph", "fast", "recompute",
+           "checkpoint"]

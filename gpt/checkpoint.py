@@ -36,7 +36,7 @@ what that version's code did. A change to what a checkpoint holds bumps VERSION,
 fixture written by the last commit before it (tests/fixtures/checkpoints/make_fixtures.py), which
 tests/test_checkpoint_versions.py loads and resumes:
     0  6811dd9  no manifest: the run folder holds config.json (Hugging Face), model.safetensors,
-                optimizer.safetensors, tokenizer_spec.json and train_state.json (gpt/checkpoint_v0.py)
+                optimizer.safetensors, tokenizer_spec.json and train_state.json (_read_v0, below)
     1  de863af  this layout; GPTConfig gained qkv_bias within it (7c0c8c0), TrainConfig grad_accum and
                 dtype (e19df43), workers (0ecc911)
     2  80e5d44  gpt_config.json always has qkv_bias; the training state records its text ("data":
@@ -74,7 +74,7 @@ _SINCE = {"qkv_bias": 2}  # GPTConfig fields an older checkpoint may lack -> the
 MODEL, OPTIMIZER, CONFIG, STATE, MANIFEST = (
     "model.safetensors", "optimizer.safetensors", "gpt_config.json", "state.json", "manifest.json")
 POINTERS = {"latest": "latest.json", "best": "best.json"}
-STATE_V0 = "train_state.json"  # a run folder of version 0 (gpt/checkpoint_v0.py)
+STATE_V0 = "train_state.json"  # a run folder of version 0 (_read_v0)
 _CKPT = re.compile(r"ckpt-\d{7,}-[0-9a-f]{8}")
 _LEFTOVER = re.compile(r"\.tmp-.*|\.(latest|best)\.json\..*\.tmp")  # a killed save's folder, atomic_write's file
 
@@ -320,8 +320,7 @@ def load(path: str | os.PathLike, which: str = "latest", optimizer: bool = True)
     if lost and checkpoint_folders(path):
         return _newest_complete(path, lost, optimizer)
     if lost and (path / STATE_V0).is_file():  # version 0: the run folder is its one checkpoint
-        from .checkpoint_v0 import read_v0  # (which builds on this module)
-        return read_v0(path)
+        return _read_v0(path)
     if not pointer.exists():
         if which == "best" and is_run(path):
             raise CheckpointError(f"{pointer} does not exist: the run was trained without --save-best; "
@@ -500,6 +499,43 @@ def _read_optimizer(path: Path) -> dict:
         raise CheckpointError(f"{path} is not an optimizer state ({type(e).__name__}: {_one_line(e)}); expected "
                               'arrays "state.<i>.<key>" and metadata "param_groups" and "scalars"') from None
     return {"state": state, "param_groups": groups}
+
+
+# Version 0: a run folder written by `train` before checkpoints had their own format (commits 6811dd9 to de863af)
+# holds one checkpoint itself: config.json and model.safetensors (the Hugging Face layout), optimizer.safetensors,
+# tokenizer_spec.json, and train_state.json ({"iter", "config": a TrainConfig of that time with the model's sizes
+# among its fields, "losses", "evals", "seconds", "rng", "files": {name: sha256}}). _read_v0 gives it in today's
+# form, so that `sample` and `train --resume` take it; the resumed run then saves in today's format beside it.
+_MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout")  # TrainConfig's then, GPTConfig's now
+
+
+def _read_v0(run: Path) -> Checkpoint:
+    """The checkpoint of a version-0 run folder (above), its files checked against the sha256s train_state.json lists."""
+    state = _read_json(run / STATE_V0, "a JSON object (a training state of version 0)")
+    files, flat = state.get("files"), state.get("config")
+    if not isinstance(files, dict) or not isinstance(flat, dict) or "tokenizer_spec.json" not in files:
+        raise CheckpointError(f"{run / STATE_V0} is not a training state: expected the keys files (name -> sha256, "
+                              f"tokenizer_spec.json among them) and config")
+    for name, digest in sorted(files.items()):
+        if not (run / name).is_file() or sha256(run / name) != digest:
+            raise CheckpointError(f"{run / name} is damaged (missing, or not the file {STATE_V0} lists); restore "
+                                  "it from a backup or train again")
+    try:
+        model = GPT.from_pretrained(run)  # config.json, model.safetensors
+    except UsageError as e:
+        raise CheckpointError(str(e)) from None
+    config = dataclasses.replace(model.config, dropout=flat.get("dropout", 0.0))  # HF's three dropouts, ours one
+    train_config = {k: v for k, v in flat.items() if k not in _MODEL_FIELDS}
+    try:
+        converted = {"iter": state["iter"], "config": {**train_config, "model": config.to_dict()},
+                     "tokenizer": _read_json(run / "tokenizer_spec.json", "a tokenizer spec"),
+                     "losses": state["losses"], "evals": state["evals"], "best": None, "seconds": state["seconds"],
+                     "rng": state["rng"]}
+    except KeyError as e:
+        raise CheckpointError(f"{run / STATE_V0} has no {e}; expected a training state of version 0") from None
+    weights = {name: p.data for name, p in model.named_parameters()}
+    optimizer = _read_optimizer(run / "optimizer.safetensors") if "optimizer.safetensors" in files else None
+    return Checkpoint(run, config, weights, optimizer, converted, version=0)
 
 
 def _one_line(x: Any) -> str:

@@ -2,8 +2,10 @@
 fast mode: whether registered fast kernels replace the ops (off unless `tinygrad_lite.fast.enable()`)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from typing import Iterator
 
 import numpy as np
 
@@ -35,6 +37,17 @@ def set_fast_enabled(on: bool) -> None:
     """Fast mode on or off (`tinygrad_lite.fast.enable()` / `disable()` call this)."""
     global _fast
     _fast = bool(on)
+
+
+@contextlib.contextmanager
+def fast_mode(on: bool) -> Iterator[None]:
+    """Fast mode on or off inside a `with` block, then the previous mode again (`fast.enabled()` / `disabled()`)."""
+    was = _fast
+    set_fast_enabled(on)
+    try:
+        yield
+    finally:
+        set_fast_enabled(was)
 
 
 def get_default_dtype() -> np.dtype:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from .. import functional as F
 from .. import shapes
 from .. import tensor as T
-from . import mistakes as M
+from .mistakes import (ADD, ATTENTION, CROSS_ENTROPY, EMBEDDING, EXP, GELU, GETITEM, INDEX_ADD, LAYER_NORM, LINEAR,  # the
+                       LOG, LOG_SOFTMAX, MATMUL, MUL, SOFTMAX, TANH, TRANSPOSE)  # classic mistakes each op's grader knows
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ TASKS: list[Task] = [
                  "that input's shape (a or b may have been broadcast).",
                  "The forward kept ctx.shapes = (a.shape, b.shape). Return (grad_a, grad_b), None for an input that "
                  "needs no gradient (ctx.needs_input_grad[i] is False). unbroadcast is yours, above."),
-                mistakes=M.ADD),
+                mistakes=ADD),
              Op(T.Mul, Text(
                  "out = a * b, so d out/da = b and d out/db = a: dL/da = g * b and dL/db = g * a, each summed back "
                  "to its input's shape.",
                  "a, b = ctx.saved_tensors gives the inputs as Tensors. Write the products in Tensor ops (g * b), so "
                  "that your backward can itself be differentiated (create_graph=True)."),
-                mistakes=M.MUL))),
+                mistakes=MUL))),
     Task(2, "matmul", "matmul, batched",
          "dA = g B^T and dB = A^T g, transposing only the last two axes, the batch axes summed where they broadcast",
          ops=(Op(T.MatMul, Text(
@@ -97,7 +98,7 @@ TASKS: list[Task] = [
              "column (k, 1), as NumPy treats them: make them 2-D first and reshape the gradients back.",
              "a, b = ctx.saved_tensors. x.swapaxes(-1, -2) transposes the last two axes; unbroadcast(grad, shape) "
              "(task 1's, imported here) sums the batch axes. Each gradient has its input's shape: check them first."),
-             mistakes=M.MATMUL),)),
+             mistakes=MATMUL),)),
     Task(3, "linear", "linear, x W + b",
          "a fused op: one node for x W + b, the weight's gradient summed over every leading position, the bias's "
          "over every row",
@@ -107,7 +108,7 @@ TASKS: list[Task] = [
              "leading axis.",
              "x, weight = ctx.saved_tensors. Return (dx, dweight, dbias), None where ctx.needs_input_grad is False "
              "(bias is None when the layer has none)."),
-             mistakes=M.LINEAR),)),
+             mistakes=LINEAR),)),
     Task(4, "sum_mean", "sum and mean",
          "a reduction's gradient spreads back over the reduced axes; mean = sum * (1/n) comes for free",
          ops=(Op(T.Sum, Text(
@@ -123,12 +124,12 @@ TASKS: list[Task] = [
          ops=(
              Op(T.Exp, Text("d e^x/dx = e^x, the output itself: dL/dx = g * e^x.",
                             "The forward saved its output: (out,) = ctx.saved_tensors. Reuse it, don't recompute exp."),
-                mistakes=M.EXP),
+                mistakes=EXP),
              Op(T.Log, Text("d log x/dx = 1/x: dL/dx = g / x.", "The forward saved its input: (x,) = ctx.saved_tensors."),
-                mistakes=M.LOG),
+                mistakes=LOG),
              Op(T.Tanh, Text("d tanh x/dx = 1 - tanh(x)^2, which the output gives: dL/dx = g * (1 - out^2).",
                              "The forward saved its output out = tanh(x), not x: (out,) = ctx.saved_tensors."),
-                mistakes=M.TANH))),
+                mistakes=TANH))),
     Task(6, "reshape_transpose", "reshape and transpose",
          "movement ops move numbers without changing them: the gradient moves back",
          ops=(
@@ -139,7 +140,7 @@ TASKS: list[Task] = [
                  "back where it came from: g transposed by the inverse permutation.",
                  "The forward kept that inverse in ctx.inverse = np.argsort(axes): work out why it is the inverse. "
                  "Return (dx, None)."),
-                mistakes=M.TRANSPOSE))),
+                mistakes=TRANSPOSE))),
     Task(7, "getitem", "getitem, a scatter",
          "indexing picks elements (ints, slices, None, Ellipsis, integer arrays); its gradient scatters them back, "
          "and a repeated index adds up",
@@ -152,14 +153,14 @@ TASKS: list[Task] = [
                 backward=Text(
                  "out is g scattered into zeros, linear in g: its gradient gathers back, dL/dg = gg[index].",
                  "Return (dg, None, None): index and shape get no gradient."),
-                mistakes=M.INDEX_ADD),
+                mistakes=INDEX_ADD),
              Op(T.GetItem, Text(
                  "out = x[index] picks elements of x. Each picked element's gradient goes back where it came from, and "
                  "an element picked twice gets both: dL/dx = zeros(x.shape) with g added at [index], which is your "
                  "IndexAdd above.",
                  "The forward kept ctx.shape and ctx.index. IndexAdd.apply(g, ctx.index, ctx.shape) keeps your backward "
                  "in Tensor ops (and differentiable: IndexAdd's own backward is a getitem). Return (dx, None)."),
-                mistakes=M.GETITEM))),
+                mistakes=GETITEM))),
     Task(8, "softmax", "softmax",
          "a vector-Jacobian product without the Jacobian: every output depends on every input of its slice",
          ops=(Op(F.Softmax, Text(
@@ -168,7 +169,7 @@ TASKS: list[Task] = [
              "with the sum along the softmax axis.",
              "(y,) = ctx.saved_tensors is the output; ctx.axis its axis. t.sum(axis, keepdims=True) keeps the axis "
              "for broadcasting. Return (dx, None)."),
-             mistakes=M.SOFTMAX),)),
+             mistakes=SOFTMAX),)),
     Task(9, "cross_entropy", "log_softmax and cross_entropy",
          "the famous softmax - onehot, and what a mean over the counted rows does to it",
          ops=(
@@ -176,7 +177,7 @@ TASKS: list[Task] = [
                  "y = x - logsumexp(x) along an axis: dy_i/dx_j = delta_ij - softmax_j, so dL/dx = g - softmax(x) * "
                  "sum(g), the sum along the axis, and softmax(x) = exp(y).",
                  "(y,) = ctx.saved_tensors is the output (log-probabilities); ctx.axis its axis. Return (dx, None)."),
-                mistakes=M.LOG_SOFTMAX),
+                mistakes=LOG_SOFTMAX),
              Op(F.CrossEntropy, Text(
                  "loss_i = logsumexp(logits_i) - logits_i[t_i], so d loss_i/d logits_ij = softmax_ij - [j == t_i]. "
                  "Reduction 'sum' adds the row losses, 'mean' divides that sum by n_valid, the number of rows that "
@@ -190,7 +191,7 @@ TASKS: list[Task] = [
                  "when is_grad_enabled() is True your backward is being recorded for second derivatives "
                  "(create_graph), and the softmax must depend on the logits: recompute it, softmax(logits, -1), so "
                  "that it is differentiated too (gradgradcheck checks this). Return (dlogits, None, None, None)."),
-                mistakes=M.CROSS_ENTROPY))),
+                mistakes=CROSS_ENTROPY))),
     Task(10, "layer_norm", "layer norm",
          "a normalisation couples a whole row: the mean and the variance depend on every element, which gives two "
          "terms that are easy to forget",
@@ -205,7 +206,7 @@ TASKS: list[Task] = [
              "(create_graph), and they must be functions of x: recompute them, normalized(x, ctx.eps) (written "
              "for arrays and Tensors), so that they are differentiated too (gradgradcheck checks this). Return "
              "(dx, dweight, dbias, None)."),
-             mistakes=M.LAYER_NORM),)),
+             mistakes=LAYER_NORM),)),
     Task(11, "gelu", "GELU, tanh form",
          "the product rule and the chain rule in one activation (GPT-2's gelu_new)",
          ops=(Op(F.GELU, Text(
@@ -218,7 +219,7 @@ TASKS: list[Task] = [
              "Tensor ops (.tanh()), so that it is differentiated too (gradgradcheck checks this). ctx.approximate "
              "is 'tanh' (graded here) or 'none' (the exact erf form, which saves x alone; not graded). Return "
              "(dx, None)."),
-             only={"approximate": "tanh"}, mistakes=M.GELU),)),
+             only={"approximate": "tanh"}, mistakes=GELU),)),
     Task(12, "embedding", "embedding, repeated ids",
          "a lookup's gradient is a scatter-add into the table: an id used twice gets both rows",
          ops=(Op(F.Embedding, Text(
@@ -226,7 +227,7 @@ TASKS: list[Task] = [
              "every position holding id v (zero for ids not used): an id used twice gets both rows.",
              "The forward kept ctx.ids (flattened) and ctx.shape = (V, C). g has shape (..., C): g.reshape(-1, C). "
              "IndexAdd.apply(rows, ids, shape) scatter-adds in Tensor ops (np.add.at in NumPy). Return (dweight, None)."),
-             mistakes=M.EMBEDDING),)),
+             mistakes=EMBEDDING),)),
     Task(13, "attention", "scaled dot-product attention",
          "backward through a composition (two products and a softmax) in one node, with the causal mask",
          ops=(Op(F.Attention, forward=Text(
@@ -247,7 +248,7 @@ TASKS: list[Task] = [
              "second derivatives (create_graph), and p must be a function of q and k: recompute it, "
              "softmax(attention_scores(q, k, ctx.causal), -1), so that it is differentiated too (gradgradcheck "
              "checks this). Return (dq, dk, dv, None, None)."),
-             mistakes=M.ATTENTION),)),
+             mistakes=ATTENTION),)),
     Task(14, "gpt", "a GPT trained on your ops",
          "every op of a small GPT's training step is yours: 50 iterations on Tiny Shakespeare, in float64, give "
          "the engine's losses"),

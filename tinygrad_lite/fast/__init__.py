@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
 
 from .. import state
 from . import engine, kernels  # noqa: F401  (register the kernels and FastGrads; this changes nothing that runs)
@@ -41,8 +40,7 @@ def enable(on: bool = True) -> None:
     glibc's malloc keeps freed blocks for reuse, and the optimizers run on one thread per core (unless
     `set_num_threads` chose). `enable(False)` is `disable()`."""
     if on:
-        reuse_freed_memory()
-        default_num_threads(os.cpu_count() or 1)
+        _process_settings()
     state.set_fast_enabled(on)
 
 
@@ -53,22 +51,19 @@ def disable() -> None:
 
 def enabled() -> contextlib.AbstractContextManager:
     """`with fast.enabled():` fast mode inside the block, then the previous mode again."""
-    return _mode(True)
+    _process_settings()
+    return state.fast_mode(True)
 
 
 def disabled() -> contextlib.AbstractContextManager:
     """`with fast.disabled():` the math-first ops inside the block, then the previous mode again."""
-    return _mode(False)
+    return state.fast_mode(False)
 
 
-@contextlib.contextmanager
-def _mode(on: bool) -> Iterator[None]:
-    was = state.is_fast_enabled()
-    enable(on)
-    try:
-        yield
-    finally:
-        state.set_fast_enabled(was)
+def _process_settings() -> None:
+    """What the kernels are measured with: malloc keeps freed blocks, the optimizers run on one thread per core."""
+    reuse_freed_memory()
+    default_num_threads(os.cpu_count() or 1)
 
 
 def tune_process(num_threads: int | None = None) -> None:

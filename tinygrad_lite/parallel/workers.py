@@ -38,10 +38,9 @@ from multiprocessing.connection import Connection
 
 import numpy as np
 
-from .. import fast
 from .. import functional as F
 from ..nn import Dropout
-from ..state import is_fast_enabled, no_grad
+from ..state import fast_mode, is_fast_enabled, no_grad
 from ..fast.memory import reuse_freed_memory
 
 _ALIGN = 16  # elements: every array in the shared block starts on a 64-byte boundary (float32)
@@ -335,7 +334,7 @@ def _serve() -> None:
         error = traceback.format_exc()
     while True:
         try:
-            kind, batch, weight, training, errstate, fast_mode = conn.recv()
+            kind, batch, weight, training, errstate, fast_on = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
         if kind == "stop":
@@ -344,7 +343,7 @@ def _serve() -> None:
             if error is not None:
                 raise RuntimeError(f"the worker could not rebuild the model:\n{error}")
             # the parent's NumPy error state (overflow warnings off here when off there) and engine (math or fast)
-            with np.errstate(**errstate), (fast.enabled() if fast_mode else fast.disabled()):
+            with np.errstate(**errstate), fast_mode(fast_on):
                 answer = ("ok", _answer(model, loss_fn, params, grads, kind, batch, weight, training))
         except Exception:
             answer = ("error", traceback.format_exc())

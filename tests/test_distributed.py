@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,23 +21,9 @@ from gpt.distributed import World
 from gpt.randomness import ShardedRandom
 from gpt.errors import RunFailed
 from gpt.train import TrainConfig, train
+from mpi import MPIEXEC, mpi_test
 
 ROOT = Path(__file__).resolve().parents[1]
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-
-
-def _have_mpi() -> str | None:
-    """Why the MPI tests cannot run here, or None."""
-    if os.environ.get("TINYGRAD_LITE_CROSSCHECK") == "1":
-        return None  # CI installs the extra: a missing MPI must fail, not skip
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return 'mpi4py is not installed (pip install -e ".[mpi]")'
-    return None if MPIEXEC else "no mpiexec on PATH (pip install mpich)"
-
-
-needs_mpi = [pytest.mark.mpi, pytest.mark.skipif(_have_mpi() is not None, reason=str(_have_mpi()))]
 SMALL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--eval-interval", "3",
          "--eval-iters", "2", "--no-progress", "--seed", "3"]
 
@@ -112,14 +97,7 @@ def test_sharded_random_gives_each_part_its_rows_of_one_draw():
 
 
 # ------------------------------------------------------------------ mpiexec -n 2
-def _mpi(fn):
-    """Mark a test as an MPI test (pytest -m mpi), skipped with the reason when MPI is missing."""
-    for mark in needs_mpi:
-        fn = mark(fn)
-    return fn
-
-
-@_mpi
+@mpi_test
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 1e-5)])
 def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, dtype, rtol):
     common = ["--max-iters", "6", "--dtype", dtype]
@@ -132,7 +110,7 @@ def test_two_ranks_take_the_steps_of_one_process_with_twice_the_batch(tmp_path, 
     assert json.loads((tmp_path / "two" / "metrics.json").read_text())["ranks"] == 2
 
 
-@_mpi
+@mpi_test
 def test_two_ranks_with_grad_accum_and_dropout_equal_one_process_with_four_times_the_batch(tmp_path):
     common = ["--max-iters", "4", "--dtype", "float64", "--dropout", "0.2"]
     two = _train(common + ["--batch-size", "2", "--grad-accum", "2", "--out", "two"], 2, tmp_path)
@@ -141,7 +119,7 @@ def test_two_ranks_with_grad_accum_and_dropout_equal_one_process_with_four_times
     _same(tmp_path / "two", tmp_path / "one", 1e-12)
 
 
-@_mpi
+@mpi_test
 def test_resume_on_another_number_of_ranks(tmp_path):
     """Two ranks of batch 4 for 3 iterations, then one process of batch 8 to 6: the run of batch 8 throughout."""
     common = ["--dtype", "float64", "--dropout", "0.1", "--lr-decay-iters", "6"]  # one schedule, whatever --max-iters
@@ -155,7 +133,7 @@ def test_resume_on_another_number_of_ranks(tmp_path):
     assert d.returncode == 0 and "resuming from iter 6" in d.stderr, d.stderr
 
 
-@_mpi
+@mpi_test
 def test_replicas_that_drift_apart_stop_with_an_error(tmp_path):
     script = textwrap.dedent("""
         import numpy as np, sys
@@ -179,7 +157,7 @@ def test_replicas_that_drift_apart_stop_with_an_error(tmp_path):
     assert res.stdout.count("replicas drifted apart: rank 1's parameters differ from rank 0's") == 2, res.stdout
 
 
-@_mpi
+@mpi_test
 def test_a_rank_that_dies_ends_the_others_within_seconds(tmp_path):
     script = textwrap.dedent("""
         import os, signal, time

@@ -2,7 +2,6 @@
 is refused with the PID of the first while the first lives; a lock left by a killed run is taken over, said."""
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,13 +15,13 @@ from gpt.cli import main
 from gpt.errors import UsageError
 from gpt.run_lock import LOCK_FILE, RunLock
 from gpt.train import load_run
+from mpi import MPIEXEC, mpi_test
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 20
 SMALL = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4",
          "--eval-iters", "1", "--no-progress"]
 needs_flock = pytest.mark.skipif(os.name != "posix", reason="the lock is POSIX flock")
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.fixture
@@ -138,16 +137,7 @@ def _wait_until_unlocked(out: Path, timeout=60) -> None:
                 time.sleep(0.05)
 
 
-def _have_mpi() -> bool:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return MPIEXEC is not None
-
-
-@pytest.mark.mpi
-@pytest.mark.skipif(not _have_mpi(), reason="needs mpi4py and mpiexec (the mpi extra)")
+@mpi_test
 def test_issue20_item8_under_mpiexec_rank_0_holds_the_lock(text_file, tmp_path, capsys):
     out = tmp_path / "run"
     first = _start("--data", str(text_file), *SMALL, "--max-iters", "1000000", "--eval-interval", "20", "--out",

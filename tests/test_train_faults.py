@@ -17,6 +17,7 @@ from gpt.cli import main
 from gpt.data import TextData
 from gpt.distributed import global_batch_note, keep_global_batch
 from gpt.train import load_run
+from mpi import MPIEXEC, mpi_test
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -178,20 +179,7 @@ def test_issue20_18_a_byte_order_mark_is_not_a_vocabulary_character(tmp_path):
 
 
 # ------------------------------------------------------------------ 6. MPI: a rank that fails alone
-MPIEXEC = __import__("shutil").which("mpiexec", path=str(Path(sys.executable).parent) + os.pathsep
-                                     + os.environ.get("PATH", ""))
-
-
-def _have_mpi() -> bool:
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return MPIEXEC is not None
-
-
-@pytest.mark.mpi
-@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@mpi_test
 def test_issue20_6_a_rank_that_fails_alone_is_named_and_ends_the_run(text_file, tmp_path):
     """Rank 1 fails on its own (its disk, its worker): one line naming it, and the whole run ends at once (rank 0
     waited for it in the next all-reduce forever)."""
@@ -221,7 +209,7 @@ def test_issue20_6_a_rank_that_fails_alone_is_named_and_ends_the_run(text_file, 
     assert "Traceback" not in res.stderr + res.stdout and time.time() - start < 60
 
 
-@pytest.mark.skipif(not _have_mpi(), reason="needs mpi4py")
+@mpi_test
 def test_issue20_6_an_mpi_error_in_a_collective_is_one_line(tmp_path):
     """What mpi4py raises when a collective meets a dead rank (the launcher did not end this one first)."""
     script = textwrap.dedent("""
@@ -246,8 +234,7 @@ def test_issue20_6_an_mpi_error_in_a_collective_is_one_line(tmp_path):
     assert res.stdout.count("\n") == 1
 
 
-@pytest.mark.mpi
-@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@mpi_test
 def test_issue20_15_resuming_on_fewer_ranks_keeps_the_global_batch(text_file, tmp_path):
     """2 ranks of batch 4 for 3 iterations, then `--resume` in one process without --batch-size: --grad-accum 2
     keeps the global batch of 8, said, and the run is that of one process with batch 8 throughout."""
@@ -282,8 +269,7 @@ def test_issue20_2_a_run_whose_log_reader_leaves_saves_before_it_stops(text_file
     assert state["iter"] >= 40 and state["iter"] % 20 == 0 and state["evals"][-1]["iter"] == state["iter"]
 
 
-@pytest.mark.mpi
-@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@mpi_test
 @pytest.mark.parametrize("target", ["mpiexec", "rank 1"])
 def test_issue20_10_sigterm_under_mpiexec_stops_every_rank_after_the_same_step(text_file, tmp_path, target):
     """SIGTERM to mpiexec (which passes it on to every rank) or to one rank alone: the ranks agree to stop after
@@ -312,8 +298,7 @@ def test_issue20_10_sigterm_under_mpiexec_stops_every_rank_after_the_same_step(t
     assert err.count("terminated (SIGTERM)\n") == 1 and "Traceback" not in err, err
 
 
-@pytest.mark.mpi
-@pytest.mark.skipif(not _have_mpi(), reason="needs the mpi extra (mpi4py, mpiexec)")
+@mpi_test
 @pytest.mark.parametrize("where", ["every rank", "rank 1"])
 def test_issue20_6_a_setup_error_under_mpiexec_is_one_line(text_file, tmp_path, where):
     """The data each rank reads for itself is missing on every rank, or on rank 1 alone (another machine): one

@@ -11,7 +11,7 @@ test tables are built from it.
 What runs is what is written here: `apply` runs the op's own forward, and backprop.py its own
 backward, unless fast mode is on (`tinygrad_lite.fast.enable()`), in which case `apply` runs the fast
 kernel registered for the op, if there is one (`state.implementation`, read in `apply` and in
-`run_backward`, nowhere else).
+`run_backward` here, and by the optimizers' `step`).
 """
 from __future__ import annotations
 

@@ -61,10 +61,6 @@ EMBEDDING = (Mistake(_REPEATS.format("ids", "ids", "ids"), lambda c, e: {
                                 c.g.reshape(-1, np.shape(c.args["weight"])[1]))}),)
 
 
-def _softmax_sum(c: Call) -> np.ndarray:
-    return (c.g * c.out).sum(c.args["axis"], keepdims=True)
-
-
 SOFTMAX = (Mistake("only the diagonal of the Jacobian, y (1 - y): each y_i depends on every x_j of its slice, "
                    "so dL/dx = y * (g - sum(g * y))", lambda c, e: {"x": c.g * c.out * (1 - c.out)}),
            Mistake("a missing term: - y * sum(g * y), from each y_i's dependence on the other x_j of its slice",
